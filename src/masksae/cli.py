@@ -1,0 +1,56 @@
+"""Command-line entry points (`python -m train`, `python -m evaluate`): Hydra apps with one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from masksae.errors import ConfigError, OfflineError
+from masksae.tracking import ensure_sweep_id
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+EXIT_BAD_INPUT = 2
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def _train_app(cfg: DictConfig) -> float | None:
+    from masksae.pipeline import train_one
+
+    logging.getLogger("masksae").setLevel(logging.INFO)
+    try:
+        metrics = train_one(cfg)
+    except (ConfigError, OfflineError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    if metrics is None:
+        return None
+    print("[masksae] " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("core/")))
+    return metrics.get("core/explained_variance")
+
+
+def train() -> None:
+    """`python -m train [overrides]` and `python -m train -m <sweep>`."""
+    ensure_sweep_id(sys.argv[1:])
+    _train_app()
+
+
+@hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
+def _evaluate_app(cfg: DictConfig) -> None:
+    from masksae.evaluation import evaluate_main
+
+    try:
+        results = evaluate_main(cfg)
+    except (ConfigError, OfflineError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    for target, metrics in results.items():
+        print(f"[masksae] {target}: " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+
+
+def evaluate() -> None:
+    """`python -m evaluate run_id=...|sweep_id=...|sae_path=...`."""
+    _evaluate_app()

@@ -1,0 +1,118 @@
+"""Core evaluation: reconstruction (MSE, L0, dead latents, explained variance) and CE loss / KL with the SAE spliced in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from masksae.activations import special_positions
+from masksae.models import LoadedModel
+from masksae.saes import SparseAutoencoder
+
+
+@dataclass
+class ReconstructionStats:
+    """Streaming sums over tokens, in float64, for reconstruction metrics."""
+
+    d_in: int
+    d_sae: int
+    n: float = 0.0
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    l0_sum: float = 0.0
+    fired_F: torch.Tensor | None = None
+
+    def update(self, x_BD: torch.Tensor, xhat_BD: torch.Tensor, f_BF: torch.Tensor) -> None:
+        x64_BD, r64_BD = x_BD.double(), (x_BD - xhat_BD).double()
+        for name, value_D in (("x", x64_BD.sum(0)), ("x2", x64_BD.pow(2).sum(0)), ("r", r64_BD.sum(0)), ("r2", r64_BD.pow(2).sum(0))):
+            self.sums[name] = self.sums.get(name, 0) + value_D
+        active_BF = f_BF > 0
+        self.l0_sum += float(active_BF.sum())
+        self.fired_F = active_BF.any(0) if self.fired_F is None else self.fired_F | active_BF.any(0)
+        self.n += x_BD.shape[0]
+
+    def compute(self) -> dict[str, float]:
+        """mse per element, L0, dead fraction, centered and uncentered explained variance (DESIGN.md formulas)."""
+        s, n = self.sums, self.n
+        var_x = (s["x2"] - s["x"].pow(2) / n).sum()
+        var_r = (s["r2"] - s["r"].pow(2) / n).sum()
+        return {
+            "mse": float(s["r2"].sum() / (n * self.d_in)),
+            "l0": self.l0_sum / n,
+            "dead_frac": 1.0 - float(self.fired_F.float().mean()),
+            "explained_variance": float(1 - var_r / var_x),
+            "explained_variance_uncentered": float(1 - s["r2"].sum() / s["x2"].sum()),
+        }
+
+
+@torch.no_grad()
+def reconstruction_metrics(sae: SparseAutoencoder, acts_ND: torch.Tensor, scale: float, batch_size: int = 4096) -> dict[str, float]:
+    """Reconstruction metrics of a raw-space SAE on raw activations, MSE reported in normalised units (E||x||^2 = d_in)."""
+    stats = ReconstructionStats(sae.d_in, sae.d_sae)
+    for x_BD in acts_ND.split(batch_size):
+        x_BD = x_BD.float()
+        f_BF = sae.encode(x_BD)
+        stats.update(x_BD * scale, sae.decode(f_BF) * scale, f_BF)
+    return stats.compute()
+
+
+def _next_token_losses(logits_BSV: torch.Tensor, ids_BS: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits_BSV[:, :-1].flatten(0, 1).float(), ids_BS[:, 1:].flatten(), reduction="none").view(ids_BS.shape[0], -1)
+
+
+@torch.no_grad()
+def ce_metrics(model: LoadedModel, sae: SparseAutoencoder, layer: int, sequences_NS: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """CE loss clean / SAE-spliced / zero-ablated at non-special positions, CE loss recovered and KL(clean || SAE)."""
+    special_ids = model.special_ids()
+    totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl": 0.0}
+    count = 0
+    for ids_BS in sequences_NS.split(batch_size):
+        ids_BS = ids_BS.to(model.device)
+        keep_BS1 = (~special_positions(ids_BS, special_ids.to(ids_BS.device))).unsqueeze(-1)
+        target_BT = keep_BS1[:, 1:, 0]
+
+        def with_sae(resid_BSD: torch.Tensor) -> torch.Tensor:
+            xhat_BSD = sae(resid_BSD.float()).to(resid_BSD.dtype)
+            return torch.where(keep_BS1, xhat_BSD, resid_BSD)
+
+        def with_zero(resid_BSD: torch.Tensor) -> torch.Tensor:
+            return torch.where(keep_BS1, torch.zeros_like(resid_BSD), resid_BSD)
+
+        clean_BSV = model.model(input_ids=ids_BS, use_cache=False).logits
+        totals["clean"] += float(_next_token_losses(clean_BSV, ids_BS)[target_BT].sum())
+        with model.replaced_residual(layer, with_sae):
+            sae_BSV = model.model(input_ids=ids_BS, use_cache=False).logits
+        totals["sae"] += float(_next_token_losses(sae_BSV, ids_BS)[target_BT].sum())
+        clean_logp_TV = clean_BSV[:, :-1][target_BT].float().log_softmax(-1)
+        sae_logp_TV = sae_BSV[:, :-1][target_BT].float().log_softmax(-1)
+        totals["kl"] += float((clean_logp_TV.exp() * (clean_logp_TV - sae_logp_TV)).sum())
+        del clean_BSV, sae_BSV, clean_logp_TV, sae_logp_TV
+        with model.replaced_residual(layer, with_zero):
+            zero_BSV = model.model(input_ids=ids_BS, use_cache=False).logits
+        totals["zero"] += float(_next_token_losses(zero_BSV, ids_BS)[target_BT].sum())
+        del zero_BSV
+        count += int(target_BT.sum())
+    clean, spliced, zero = (totals[name] / count for name in ("clean", "sae", "zero"))
+    return {
+        "ce_loss_clean": clean,
+        "ce_loss_sae": spliced,
+        "ce_loss_zero": zero,
+        "ce_loss_recovered": (zero - spliced) / (zero - clean),
+        "kl_div": totals["kl"] / count,
+    }
+
+
+def evaluate_core(
+    model: LoadedModel,
+    sae: SparseAutoencoder,
+    layer: int,
+    val_acts_ND: torch.Tensor,
+    ce_sequences_NS: torch.Tensor,
+    scale: float,
+    batch_size: int,
+) -> dict[str, float]:
+    """All `core/*` metrics of a raw-space SAE on clean held-out text."""
+    metrics = reconstruction_metrics(sae, val_acts_ND, scale)
+    metrics.update(ce_metrics(model, sae, layer, ce_sequences_NS, batch_size))
+    return {f"core/{name}": value for name, value in metrics.items()}

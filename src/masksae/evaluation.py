@@ -1,0 +1,101 @@
+"""Re-evaluate SAEs after training: runs logged in MLflow (by run or sweep id) or SAELens-format folders."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from masksae.errors import ConfigError
+from masksae.evals.runner import run_evals
+from masksae.export import load_sae
+from masksae.masking import resolve_mask_token_id
+from masksae.resources import activation_spec, get_activations, shared_model, tokenizer_for
+from masksae.saes import SparseAutoencoder
+from masksae.tracking import log_metrics, tracked_run, tracking_uri
+
+
+def evaluate_sae(train_cfg: DictConfig, sae: SparseAutoencoder, scale: float) -> dict[str, float]:
+    """Run `train_cfg.eval` on a raw-space SAE over clean held-out text of its model and layer."""
+    mask_token_id = resolve_mask_token_id(tokenizer_for(train_cfg), train_cfg.model.get("mask_token"), train_cfg.model.get("mask_token_id"))
+    model = shared_model(train_cfg)
+    spec = activation_spec(train_cfg, "validation", int(train_cfg.activations.val_tokens), 0.0, mask_token_id)
+    val = get_activations(train_cfg, model, spec)
+    return run_evals(train_cfg, model, sae, scale, val.acts_ND)
+
+
+def _with_eval_settings(train_cfg: DictConfig, eval_cfg: DictConfig) -> DictConfig:
+    merged = OmegaConf.merge(train_cfg, {"eval": eval_cfg.eval, "paths": eval_cfg.paths})
+    return merged
+
+
+def evaluate_logged_run(eval_cfg: DictConfig, client: Any, run_id: str) -> dict[str, float]:
+    """Re-run the evals on the SAE of one MLflow run and write the metrics into that run."""
+    with tempfile.TemporaryDirectory() as scratch:
+        train_cfg = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", scratch))
+        sae, saved = load_sae(client.download_artifacts(run_id, "sae", scratch))
+    train_cfg = _with_eval_settings(train_cfg, eval_cfg)
+    metrics = evaluate_sae(train_cfg, sae, float(saved["metadata"]["activation_scale_folded"]))
+    log_metrics(client, run_id, metrics, step=0)
+    return metrics
+
+
+def runs_to_evaluate(eval_cfg: DictConfig, client: Any) -> list[str]:
+    """Run ids named by `run_id=` or every FINISHED run of `sweep_id=`."""
+    if eval_cfg.run_id:
+        return [str(eval_cfg.run_id)]
+    experiment = client.get_experiment_by_name(eval_cfg.tracking.experiment)
+    if experiment is None:
+        raise ConfigError("tracking.experiment", eval_cfg.tracking.experiment, "an existing MLflow experiment")
+    runs = client.search_runs([experiment.experiment_id], f"tags.sweep_id = '{eval_cfg.sweep_id}' and attributes.status = 'FINISHED'")
+    if not runs:
+        raise ConfigError("sweep_id", eval_cfg.sweep_id, f"a sweep with FINISHED runs in experiment {eval_cfg.tracking.experiment}")
+    return [run.info.run_id for run in runs]
+
+
+def train_config_for_folder(eval_cfg: DictConfig, saved: dict[str, Any]) -> DictConfig:
+    """The training config (model, layer, context) that matches a saved SAE's metadata."""
+    from hydra import compose, initialize_config_dir
+
+    from masksae.cli import CONF_DIR
+
+    metadata = saved.get("metadata", {})
+    layer = int(str(metadata["hook_name"]).split(".")[1])
+    overrides = [f"model={metadata['model_name']}", f"layer={layer}", f"activations.context_length={metadata.get('context_size', 128)}"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        train_cfg = compose("train", overrides=overrides)
+    return _with_eval_settings(train_cfg, eval_cfg)
+
+
+def evaluate_folder(eval_cfg: DictConfig, folder: Path) -> dict[str, float]:
+    """Evaluate an SAE saved in SAELens format and log the result as a new MLflow run."""
+    if not (folder / "cfg.json").exists():
+        raise ConfigError("sae_path", str(folder), "a folder holding cfg.json and sae_weights.safetensors")
+    sae, saved = load_sae(folder)
+    train_cfg = train_config_for_folder(eval_cfg, saved)
+    train_cfg.tracking = eval_cfg.tracking
+    key = f"folder:{folder.resolve()}"
+    with tracked_run(OmegaConf.merge(train_cfg, {"tracking": {"skip_finished": False}}), key, f"eval-{folder.name}") as opened:
+        client, run = opened
+        client.set_tag(run.run_id, "sae_path", str(folder.resolve()))
+        metrics = evaluate_sae(train_cfg, sae, float(saved.get("metadata", {}).get("activation_scale_folded", 1.0)))
+        log_metrics(client, run.run_id, metrics, step=0)
+    return metrics
+
+
+def evaluate_main(eval_cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Dispatch on run_id / sweep_id / sae_path; returns metrics per evaluated target."""
+    from mlflow import MlflowClient
+
+    chosen = [name for name in ("run_id", "sweep_id", "sae_path") if eval_cfg.get(name)]
+    if len(chosen) != 1:
+        raise ConfigError("run_id|sweep_id|sae_path", chosen or None, "exactly one of run_id=, sweep_id= or sae_path=")
+    if eval_cfg.sae_path:
+        return {str(eval_cfg.sae_path): evaluate_folder(eval_cfg, Path(eval_cfg.sae_path))}
+    client = MlflowClient(tracking_uri=tracking_uri(eval_cfg))
+    return {run_id: evaluate_logged_run(eval_cfg, client, run_id) for run_id in runs_to_evaluate(eval_cfg, client)}
+
+
+

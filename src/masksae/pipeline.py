@@ -1,0 +1,128 @@
+"""One training run end to end: validate, activations, Lightning fit, core eval, MLflow logging and export."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from masksae import corpora
+from masksae.errors import ConfigError
+from masksae.evals.runner import run_evals
+from masksae.export import save_sae
+from masksae.masking import resolve_mask_token_id, validate_mask_prob
+from masksae.models import hook_name, validate_model_config
+from masksae.resources import activation_spec, get_activations, run_dir, shared_model, tokenizer_for
+from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
+from masksae.tracking import log_metrics, run_key, tracked_run
+
+log = logging.getLogger(__name__)
+
+
+def _positive_int(cfg: DictConfig, key: str) -> int:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, value, "a positive integer")
+    return value
+
+
+def validate_config(cfg: DictConfig) -> int:
+    """Every check that needs no LLM compute; returns the mask token id. Raises ConfigError / OfflineError."""
+    validate_mask_prob(cfg.mask_prob)
+    validate_model_config(cfg.model, cfg.layer)
+    validate_sae_config(cfg.sae, int(cfg.model.d_model))
+    corpora.validate_data_config(cfg.data)
+    for key in ("activations.train_tokens", "activations.val_tokens", "activations.context_length",
+                "activations.llm_batch_size", "training.batch_size", "training.epochs", "eval.core.ce_sequences",
+                "eval.core.batch_size"):
+        _positive_int(cfg, key)
+    for key in ("seed", "data_seed"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(key, value, "a non-negative integer")
+    tokenizer = tokenizer_for(cfg)
+    return resolve_mask_token_id(tokenizer, cfg.model.get("mask_token"), cfg.model.get("mask_token_id"))
+
+
+def describe(cfg: DictConfig) -> str:
+    """Human-readable run name: model, layer, architecture, sparsity, mask rate, seeds."""
+    sparsity = f"k{cfg.sae.k}" if cfg.sae.get("k") is not None else cfg.sae.architecture
+    return f"{cfg.model.name}-L{cfg.layer}-{cfg.sae.architecture}-{sparsity}-d{resolve_d_sae(cfg.sae, int(cfg.model.d_model))}-p{cfg.mask_prob}-s{cfg.seed}-ds{cfg.data_seed}"
+
+
+def train_one(cfg: DictConfig) -> dict[str, float] | None:
+    """Train and evaluate one SAE; returns its final metrics, or None when its run already finished."""
+    mask_token_id = validate_config(cfg)
+    key = run_key(cfg)
+    with tracked_run(cfg, key, describe(cfg)) as opened:
+        if opened is None:
+            return None
+        client, run = opened
+        client.set_tag(run.run_id, "mask_token_id", str(mask_token_id))
+        return _train_and_log(cfg, key, mask_token_id, client, run)
+
+
+def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, run: Any) -> dict[str, float]:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import MLFlowLogger
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from masksae.datamodule import ActivationDataModule
+    from masksae.module import SAETrainingModule
+    from masksae.plots import training_curves
+
+    folder = run_dir(cfg, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    client.log_artifact(run.run_id, str(folder / "config.yaml"))
+    model = shared_model(cfg)
+    train = get_activations(cfg, model, activation_spec(cfg, "train", int(cfg.activations.train_tokens), cfg.mask_prob, mask_token_id))
+    val = get_activations(cfg, model, activation_spec(cfg, "validation", int(cfg.activations.val_tokens), 0.0, mask_token_id))
+    data = ActivationDataModule(
+        train.acts_ND, train.masked_N, val.acts_ND,
+        batch_size=int(cfg.training.batch_size), total_steps=1, seed=int(cfg.seed),
+        train_on_masked=bool(cfg.masking.train_on_masked), scale_sample=int(cfg.training.scale_sample),
+    )
+    data.total_steps = total_steps = int(cfg.training.epochs) * (data.train_acts_ND.shape[0] // int(cfg.training.batch_size))
+    if total_steps < 1:
+        raise ConfigError("training.batch_size", cfg.training.batch_size, f"at most the number of training tokens ({data.train_acts_ND.shape[0]})")
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    sae = build_sae(cfg.sae, model.d_model)
+    with torch.no_grad():
+        sae.init_from_data(data.train_acts_ND[: int(cfg.training.scale_sample)].float() * data.scale)
+    module = SAETrainingModule(sae, cfg.sae, cfg.training, total_steps)
+    checkpoints = ModelCheckpoint(dirpath=folder / "checkpoints", save_last=True, save_top_k=0,
+                                  every_n_train_steps=int(cfg.training.checkpoint_every_steps))
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        max_steps=total_steps,
+        max_epochs=1,
+        val_check_interval=min(int(cfg.training.val_every_steps), total_steps),
+        gradient_clip_val=cfg.training.grad_clip,
+        logger=MLFlowLogger(tracking_uri=run.uri, run_id=run.run_id),
+        callbacks=[checkpoints],
+        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
+        default_root_dir=str(folder),
+        num_sanity_val_steps=0,
+    )
+    last = folder / "checkpoints" / "last.ckpt"
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    raw_sae = copy.deepcopy(sae).eval()
+    raw_sae.fold_activation_scale(data.scale)
+    metrics = run_evals(cfg, model, raw_sae, data.scale, val.acts_ND)
+    metrics["train/activation_scale"] = data.scale
+    log_metrics(client, run.run_id, metrics, trainer.global_step)
+    export_dir = save_sae(raw_sae, folder / "sae", cfg.sae, {
+        "model_name": cfg.model.name, "hf_id": cfg.model.get("hf_id"), "hook_name": hook_name(int(cfg.layer)),
+        "hook_layer": int(cfg.layer), "context_size": int(cfg.activations.context_length), "mask_prob": float(cfg.mask_prob),
+        "mask_token_id": mask_token_id, "run_key": key, "activation_scale_folded": data.scale,
+    })
+    client.log_artifacts(run.run_id, str(export_dir), artifact_path="sae")
+    plot = training_curves(client, run.run_id, folder / "training_curves.png")
+    client.log_artifact(run.run_id, str(plot))
+    log.info("run %s finished: %s", key, {k: round(v, 4) for k, v in metrics.items()})
+    return metrics

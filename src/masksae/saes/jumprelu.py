@@ -1,0 +1,156 @@
+"""JumpReLU SAE trained through straight-through estimators of the threshold gradient
+(Rajamanoharan et al. 2024; dictionary_learning's jumprelu trainer, SAELens)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, autograd, nn
+
+from masksae.saes.base import SparseAutoencoder, TrainStepOutput, check_number, register, sum_squared_error
+
+
+def rectangle(z: Tensor) -> Tensor:
+    """The kernel of the pseudo-derivative: 1 on (-1/2, 1/2), else 0."""
+    return ((z > -0.5) & (z < 0.5)).to(z.dtype)
+
+
+def _sum_to_threshold(grad_BF: Tensor) -> Tensor:
+    return grad_BF.reshape(-1, grad_BF.shape[-1]).sum(dim=0)
+
+
+class JumpReLUFunction(autograd.Function):
+    """pre * (pre > threshold); d/dthreshold ~ -(threshold / bandwidth) K((pre - threshold) / bandwidth)."""
+
+    @staticmethod
+    def forward(ctx: Any, pre_BF: Tensor, threshold_F: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre_BF, threshold_F)
+        ctx.bandwidth = bandwidth
+        return pre_BF * (pre_BF > threshold_F)
+
+    @staticmethod
+    def backward(ctx: Any, grad_BF: Tensor) -> tuple[Tensor, Tensor, None]:
+        pre_BF, threshold_F = ctx.saved_tensors
+        kernel_BF = rectangle((pre_BF - threshold_F) / ctx.bandwidth)
+        grad_threshold_F = _sum_to_threshold(-(threshold_F / ctx.bandwidth) * kernel_BF * grad_BF)
+        return (pre_BF > threshold_F) * grad_BF, grad_threshold_F, None
+
+
+class StepFunction(autograd.Function):
+    """H(pre - threshold); d/dthreshold ~ -(1 / bandwidth) K((pre - threshold) / bandwidth), none to pre."""
+
+    @staticmethod
+    def forward(ctx: Any, pre_BF: Tensor, threshold_F: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre_BF, threshold_F)
+        ctx.bandwidth = bandwidth
+        return (pre_BF > threshold_F).to(pre_BF.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_BF: Tensor) -> tuple[None, Tensor, None]:
+        pre_BF, threshold_F = ctx.saved_tensors
+        kernel_BF = rectangle((pre_BF - threshold_F) / ctx.bandwidth)
+        return None, _sum_to_threshold(-(1.0 / ctx.bandwidth) * kernel_BF * grad_BF), None
+
+
+@register("jumprelu")
+class JumpReLUSAE(SparseAutoencoder):
+    """f = pre * (pre > threshold) with a learned per-latent `threshold` (kept >= 0).
+
+    Sparsity loss on the STE-differentiable L0: `sparsity_coeff * L0` when `target_l0` is None, else
+    `sparsity_coeff * (L0 / target_l0 - 1)^2`. Optional pre-activation loss on dead latents (Anthropic,
+    Jan 2025): `pre_act_loss_coeff * sum_dead relu(threshold - pre) * ||W_dec_i||`.
+    """
+
+    requires_unit_norm_decoder = True
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        *,
+        bandwidth: float,
+        initial_threshold: float,
+        sparsity_coeff: float,
+        target_l0: float | None = None,
+        pre_act_loss_coeff: float = 0.0,
+    ) -> None:
+        super().__init__(d_in, d_sae)
+        self.threshold = nn.Parameter(torch.full((d_sae,), float(initial_threshold)))
+        self.bandwidth = bandwidth
+        self.sparsity_coeff = sparsity_coeff
+        self.target_l0 = target_l0
+        self.pre_act_loss_coeff = pre_act_loss_coeff
+
+    @classmethod
+    def check_config(cls, cfg: Mapping[str, Any], d_in: int, d_sae: int) -> None:
+        check_number(cfg, "bandwidth", "a number > 0", lambda v: v > 0)
+        check_number(cfg, "initial_threshold", "a number >= 0", lambda v: v >= 0)
+        check_number(cfg, "sparsity_coeff", "a number >= 0", lambda v: v >= 0)
+        check_number(
+            cfg,
+            "target_l0",
+            f"null or a number with 0 < target_l0 <= d_sae ({d_sae})",
+            lambda v: 0 < v <= d_sae,
+            nullable=True,
+        )
+        check_number(cfg, "pre_act_loss_coeff", "a number >= 0", lambda v: v >= 0)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], d_in: int, d_sae: int) -> JumpReLUSAE:
+        target = cfg.get("target_l0")
+        return cls(
+            d_in,
+            d_sae,
+            bandwidth=float(cfg["bandwidth"]),
+            initial_threshold=float(cfg["initial_threshold"]),
+            sparsity_coeff=float(cfg["sparsity_coeff"]),
+            target_l0=None if target is None else float(target),
+            pre_act_loss_coeff=float(cfg["pre_act_loss_coeff"]),
+        )
+
+    def encode(self, x_BD: Tensor) -> Tensor:
+        pre_BF = self.pre_activations(x_BD)
+        return pre_BF * (pre_BF > self.threshold)
+
+    def training_loss(
+        self, x_BD: Tensor, *, dead_mask_F: Tensor | None = None, sparsity_scale: float = 1.0
+    ) -> TrainStepOutput:
+        pre_BF = self.pre_activations(x_BD)
+        f_BF = JumpReLUFunction.apply(pre_BF, self.threshold, self.bandwidth)
+        xhat_BD = self.decode(f_BF)
+        l0 = StepFunction.apply(pre_BF, self.threshold, self.bandwidth).sum(dim=-1).mean()
+        if self.target_l0 is None:
+            sparsity_loss = self.sparsity_coeff * l0
+        else:
+            sparsity_loss = self.sparsity_coeff * (l0 / self.target_l0 - 1).pow(2)
+        sparsity_loss = sparsity_scale * sparsity_loss
+        loss = sum_squared_error(x_BD, xhat_BD) + sparsity_loss
+        metrics = {**self.common_metrics(x_BD, xhat_BD, f_BF), "sparsity_loss": sparsity_loss.detach()}
+        if dead_mask_F is not None:
+            gap_BF = torch.relu(self.threshold - pre_BF) * dead_mask_F
+            pre_act_loss = self.pre_act_loss_coeff * (gap_BF * self.W_dec.norm(dim=-1)).sum(dim=-1).mean()
+            loss = loss + pre_act_loss
+            metrics["pre_act_loss"] = pre_act_loss.detach()
+        return TrainStepOutput(loss=loss, xhat_BD=xhat_BD, f_BF=f_BF, metrics=metrics)
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        super().after_optimizer_step()
+        self.threshold.clamp_(min=0.0)
+
+    @torch.no_grad()
+    def init_from_data(self, x_ND: Tensor) -> None:
+        """b_dec = geometric median; with a target L0, also set b_enc so that each latent fires on a
+        fraction target_l0 / d_sae of the sample (Anthropic's Jan 2025 data-dependent encoder-bias init),
+        so the run starts at the target sparsity instead of spending its short budget getting there."""
+        super().init_from_data(x_ND)
+        if self.target_l0 is None:
+            return
+        x_ND = x_ND.to(self.W_enc.device, self.W_enc.dtype)
+        n_tokens = x_ND.shape[0]
+        n_above = min(max(round(n_tokens * self.target_l0 / self.d_sae), 1), n_tokens - 1)
+        pre_NF = (x_ND - self.b_dec) @ self.W_enc
+        cutoff_F = pre_NF.kthvalue(n_tokens - n_above, dim=0).values
+        self.b_enc.copy_(self.threshold - cutoff_F)

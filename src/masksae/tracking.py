@@ -1,0 +1,154 @@
+"""MLflow tracking: run key, sweep id, git sha, flattened params, and runs that always end FINISHED or FAILED."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import traceback
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Config sections that do not change what a run computes: left out of the run key.
+NON_KEY_SECTIONS = ("paths", "launcher", "tracking", "eval", "hydra", "debug_name")
+SWEEP_ID_ENV = "MASKSAE_SWEEP_ID"
+
+
+def _digest(payload: object, length: int = 12) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def run_key(cfg: DictConfig) -> str:
+    """Hash of the resolved config minus paths, launcher, logging and eval settings."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return _digest({key: value for key, value in resolved.items() if key not in NON_KEY_SECTIONS})
+
+
+def is_sweep_override(override: str) -> bool:
+    """Overrides that shape the sweep (launcher and hydra settings excluded)."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return not (key.startswith("hydra") or key in ("launcher", "tracking.uri") or key.startswith("launcher."))
+
+
+def sweep_id_from_argv(argv: list[str], experiment_name: str = "") -> str:
+    """Hash of the experiment name and the sorted sweep overrides of a command line."""
+    overrides = sorted(arg for arg in argv if "=" in arg and not arg.startswith("-") and is_sweep_override(arg))
+    experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), experiment_name)
+    return _digest({"experiment": experiment, "overrides": overrides})
+
+
+def ensure_sweep_id(argv: list[str]) -> str:
+    """Set the sweep id for this launch in the environment (inherited by local and SLURM jobs) and return it."""
+    if SWEEP_ID_ENV not in os.environ:
+        os.environ[SWEEP_ID_ENV] = sweep_id_from_argv(argv)
+    return os.environ[SWEEP_ID_ENV]
+
+
+def git_sha() -> str:
+    """Commit of the code that runs, with '-dirty' when the work tree has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {'sae.k': '64', ...}, the MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return flat
+
+
+def tracking_uri(cfg: DictConfig) -> str:
+    """MLFLOW_TRACKING_URI if set, else the configured URI, else sqlite:///<repo>/mlflow.db."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.get("uri") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+
+
+@dataclass
+class TrackedRun:
+    """An MLflow run that this process owns until it ends."""
+
+    run_id: str
+    uri: str
+    resumed: bool
+
+
+def _experiment_id(client: Any, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = (REPO_ROOT / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # another job created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def find_run(client: Any, experiment_id: str, key: str) -> Any | None:
+    """The newest run carrying this run key, if any."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.run_key = '{key}'", order_by=["attribute.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+@contextlib.contextmanager
+def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any, TrackedRun] | None]:
+    """Open (or re-open, for resume) the run of `key`; yields None when it already FINISHED; ends it FINISHED or FAILED."""
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = _experiment_id(client, cfg.tracking.experiment, uri)
+    previous = find_run(client, experiment_id, key)
+    if previous is not None and previous.info.status == "FINISHED" and cfg.tracking.skip_finished:
+        print(f"[masksae] run {key} already FINISHED as MLflow run {previous.info.run_id}: skipped", file=sys.stderr)
+        yield None
+        return
+    tags = {"run_key": key, "sweep_id": os.environ.get(SWEEP_ID_ENV, ""), "git_sha": git_sha()}
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    if previous is not None and previous.info.status != "FINISHED":
+        run_id, resumed = previous.info.run_id, True
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run_id, resumed = client.create_run(experiment_id, run_name=run_name).info.run_id, False
+    from mlflow.entities import Param, RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    if not resumed:
+        params = flatten(OmegaConf.to_container(cfg, resolve=True))
+        items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[start : start + 100])
+    try:
+        yield client, TrackedRun(run_id=run_id, uri=uri, resumed=resumed)
+    except BaseException as error:
+        message = "".join(traceback.format_exception_only(type(error), error)).strip()
+        client.set_tag(run_id, "error", message[:5000])
+        client.set_terminated(run_id, status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+
+
+def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """Log a dict of final metrics in one batch request."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(name, float(value), now, step) for name, value in metrics.items()])

@@ -1,0 +1,71 @@
+"""Activations: special positions left out, masks applied before the LLM, the cache written atomically and validated."""
+
+from __future__ import annotations
+
+import torch
+
+import pytest
+
+from masksae.activations import ActivationCache, ActivationSpec, compute_activations, special_positions, token_sequences
+from masksae.corpora import Document
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. " * 20,
+    "Sparse autoencoders decompose activations into interpretable latents. " * 20,
+]
+
+
+def _spec(mask_prob: float, n_tokens: int = 4 * 64) -> ActivationSpec:
+    return ActivationSpec("gemma3-270m", None, 6, "test", "train", n_tokens, 64, mask_prob, 4, 0, "float32")
+
+
+def test_sequences_start_with_bos_and_special_positions_are_left_out(gemma) -> None:
+    sequences_NS = token_sequences([Document(t, f"doc{i}") for i, t in enumerate(TEXTS)], gemma.tokenizer, 64, 4)
+    assert sequences_NS.shape == (4, 64)
+    assert (sequences_NS[:, 0] == gemma.tokenizer.bos_token_id).all()
+    n_special = int(special_positions(sequences_NS, gemma.special_ids()).sum())
+    assert n_special >= 4  # BOS of every row, EOS between documents
+    activations = compute_activations(gemma, sequences_NS, _spec(0.0), batch_size=2)
+    assert activations.acts_ND.shape == (4 * 64 - n_special, gemma.d_model)
+    bos_norm = gemma.residual_at(sequences_NS[:1], 6)[0, 0].norm()
+    assert activations.acts_ND.norm(dim=1).max() < 0.5 * bos_norm  # the huge BOS residual is not among them
+
+
+def test_masking_changes_activations_only_from_masked_positions_on(gemma) -> None:
+    sequences_NS = token_sequences([Document(TEXTS[0], "doc")], gemma.tokenizer, 64, 2)
+    clean = compute_activations(gemma, sequences_NS, _spec(0.0, 128), batch_size=2)
+    masked = compute_activations(gemma, sequences_NS, _spec(0.3, 128), batch_size=2)
+    assert masked.masked_N.any() and not clean.masked_N.any()
+    first_masked = int(masked.masked_N.nonzero()[0])
+    assert torch.equal(clean.acts_ND[:first_masked], masked.acts_ND[:first_masked])  # causal: before the first mask, identical
+    assert not torch.allclose(clean.acts_ND[first_masked], masked.acts_ND[first_masked])
+
+
+def test_cache_round_trip_and_corruption_is_rebuilt(tmp_path, gemma) -> None:
+    cache = ActivationCache(tmp_path)
+    sequences_NS = token_sequences([Document(TEXTS[1], "doc")], gemma.tokenizer, 64, 2)
+    spec = _spec(0.1, 128)
+    builds = []
+
+    def build():
+        builds.append(1)
+        return compute_activations(gemma, sequences_NS, spec, batch_size=2)
+
+    first = cache.get_or_build(spec, build)
+    second = cache.get_or_build(spec, build)
+    assert len(builds) == 1 and torch.equal(first.acts_ND, second.acts_ND)
+    assert [p.name for p in cache.root.iterdir() if not p.name.startswith(".")] == [spec.key()]
+    data_file = cache.folder(spec) / "acts.safetensors"
+    data_file.write_bytes(data_file.read_bytes()[:1000])  # truncated: a crash mid-copy, a full disk
+    assert cache.load(spec) is None
+    third = cache.get_or_build(spec, build)
+    assert len(builds) == 2 and torch.equal(third.acts_ND, first.acts_ND)
+
+
+def test_activation_key_changes_with_what_determines_activations() -> None:
+    base = _spec(0.1)
+    assert base.key() == _spec(0.1).key()
+    assert len({base.key(), _spec(0.2).key(), ActivationSpec("gemma3-270m", None, 7, "test", "train", 256, 64, 0.1, 4, 0, "float32").key(),
+                ActivationSpec("gemma3-270m", None, 6, "test", "train", 256, 64, 0.1, 4, 1, "float32").key()}) == 4

@@ -1,0 +1,227 @@
+"""Behaviour of every SAE architecture on small synthetic data from a planted sparse dictionary."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from masksae.saes import SparseAutoencoder, build_sae
+from masksae.saes.jumprelu import StepFunction
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "sae"
+ARCHITECTURES = ["relu", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk"]
+TOPK_FAMILY = ["topk", "batchtopk", "matryoshka_batchtopk"]
+BATCH_THRESHOLD = ["batchtopk", "matryoshka_batchtopk"]
+UNIT_NORM = ["topk", "batchtopk", "jumprelu", "matryoshka_batchtopk"]
+D_IN, D_SAE, K = 32, 128, 8
+# Penalties scaled to d_in = 32 (the shipped values suit LM widths; see the YAML comments).
+SMALL = {"d_sae": D_SAE, "k": K, "target_l0": K, "l1_coeff": 1.0, "sparsity_coeff": D_IN / 4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny matmuls run far faster on one thread, above all on a busy shared CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_sae(name: str, **overrides: object) -> SparseAutoencoder:
+    """The shipped config for `name` at test size, keys it lacks in `overrides` ignored."""
+    torch.manual_seed(0)
+    cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
+    for key, value in {**SMALL, **overrides}.items():
+        if key in cfg:
+            cfg[key] = value
+    return build_sae(cfg, D_IN)
+
+
+def _raw_planted(n_tokens: int, seed: int) -> torch.Tensor:
+    fixed = torch.Generator().manual_seed(1234)
+    dictionary_GD = torch.randn(96, D_IN, generator=fixed)
+    dictionary_GD /= dictionary_GD.norm(dim=-1, keepdim=True)
+    offset_D = 0.3 * torch.randn(D_IN, generator=fixed)
+    gen = torch.Generator().manual_seed(seed)
+    active_NG = torch.rand(n_tokens, 96, generator=gen) < 4 / 96
+    return active_NG * (0.5 + torch.rand(n_tokens, 96, generator=gen)) @ dictionary_GD + offset_D
+
+
+@functools.cache
+def _data_scale() -> float:
+    return (D_IN / _raw_planted(8192, seed=12345).pow(2).sum(dim=-1).mean()).sqrt().item()
+
+
+def planted_data(n_tokens: int, seed: int = 0) -> torch.Tensor:
+    """x = sparse codes (about 4 of 96 features, positive magnitudes) @ a fixed unit-norm dictionary
+    + a fixed offset, scaled so that E||x||^2 = d_in; `seed` draws the codes."""
+    return _raw_planted(n_tokens, seed) * _data_scale()
+
+
+def ready_sae(name: str, **overrides: object) -> SparseAutoencoder:
+    sae = make_sae(name, **overrides)
+    sae.init_from_data(planted_data(2048, seed=1))
+    return sae
+
+
+def train(sae: SparseAutoencoder, steps: int, lr: float = 1e-3) -> list[float]:
+    """Adam steps with the SAE's optimiser hooks; returns the loss of each step."""
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
+    data = planted_data(steps * 128, seed=2).split(128)
+    losses = []
+    for x_BD in data:
+        out = sae.training_loss(x_BD, dead_mask_F=None)
+        optimizer.zero_grad()
+        out.loss.backward()
+        sae.before_optimizer_step()
+        optimizer.step()
+        sae.after_optimizer_step()
+        losses.append(out.loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_shapes_and_metrics(name: str) -> None:
+    sae = ready_sae(name)
+    x_BD = planted_data(16)
+    assert sae.architecture == name and (sae.d_in, sae.d_sae) == (D_IN, D_SAE)
+    assert sae.W_enc.shape == (D_IN, D_SAE) and sae.W_dec.shape == (D_SAE, D_IN)
+    assert sae.b_enc.shape == (D_SAE,) and sae.b_dec.shape == (D_IN,)
+    assert sae.encode(x_BD).shape == (16, D_SAE)
+    assert sae.decode(sae.encode(x_BD)).shape == (16, D_IN)
+    assert sae(x_BD).shape == (16, D_IN)
+    out = sae.training_loss(x_BD, dead_mask_F=torch.zeros(D_SAE, dtype=torch.bool))
+    assert out.loss.shape == () and out.loss.requires_grad
+    assert out.xhat_BD.shape == (16, D_IN) and out.f_BF.shape == (16, D_SAE)
+    assert {"mse", "l0", "recon_loss"} <= out.metrics.keys()
+    assert all(v.shape == () and not v.requires_grad for v in out.metrics.values())
+    if name in ("jumprelu", *BATCH_THRESHOLD):
+        assert sae.threshold.shape == (D_SAE,)
+
+
+def test_topk_l0_is_exactly_k() -> None:
+    sae = ready_sae("topk")
+    x_BD = planted_data(64)
+    assert ((sae.encode(x_BD) > 0).sum(dim=-1) == K).all()
+    assert ((sae.training_loss(x_BD).f_BF > 0).sum(dim=-1) == K).all()
+
+
+@pytest.mark.parametrize("name", BATCH_THRESHOLD)
+def test_batch_topk_l0_and_inference_threshold(name: str) -> None:
+    sae = ready_sae(name)
+    x_BD = planted_data(256, seed=3)
+    assert not sae.threshold_estimated
+    assert (sae.encode(x_BD) > 0).sum() == K * 256  # falls back to batch top-k
+    for x_chunk in planted_data(256 * 50, seed=4).split(256):
+        f_BF = sae.training_loss(x_chunk).f_BF
+        assert (f_BF > 0).sum() == K * 256
+    assert sae.threshold_estimated and torch.all(sae.threshold == sae.threshold[0])
+    inference_l0 = (sae.encode(x_BD) > 0).float().sum(dim=-1).mean().item()
+    assert abs(inference_l0 - K) < 0.2 * K
+
+
+def test_jumprelu_threshold_gets_gradient_through_ste() -> None:
+    sae = ready_sae("jumprelu")
+    sae.training_loss(planted_data(256)).loss.backward()
+    assert sae.threshold.grad is not None and sae.threshold.grad.abs().sum() > 0
+    # The L0 term alone: its pseudo-derivative pushes thresholds up (negative gradient), never down.
+    sae.zero_grad()
+    pre_BF = sae.pre_activations(planted_data(256)).detach()
+    StepFunction.apply(pre_BF, sae.threshold, sae.bandwidth).sum().backward()
+    assert (sae.threshold.grad < 0).any() and (sae.threshold.grad <= 0).all()
+
+
+def test_jumprelu_init_from_data_starts_at_target_l0() -> None:
+    sae = ready_sae("jumprelu")
+    l0 = (sae.encode(planted_data(2048, seed=1)) > 0).float().sum(dim=-1).mean().item()
+    assert abs(l0 - K) < 0.1 * K
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_decoder_norms_after_optimizer_steps(name: str) -> None:
+    sae = ready_sae(name)
+    train(sae, steps=5)
+    norms_F = sae.W_dec.norm(dim=-1)
+    if name in UNIT_NORM:
+        assert sae.requires_unit_norm_decoder
+        torch.testing.assert_close(norms_F, torch.ones(D_SAE))
+    else:
+        assert not sae.requires_unit_norm_decoder and not torch.allclose(norms_F, torch.ones(D_SAE))
+
+
+def test_gradient_parallel_to_decoder_rows_is_removed() -> None:
+    sae = ready_sae("topk")
+    sae.training_loss(planted_data(64)).loss.backward()
+    sae.before_optimizer_step()
+    parallel_F = (sae.W_dec.grad * sae.W_dec).sum(dim=-1)
+    assert parallel_F.abs().max() < 1e-5 * sae.W_dec.grad.abs().max()
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_loss_falls_on_planted_dictionary(name: str) -> None:
+    sae = ready_sae(name)
+    losses = train(sae, steps=200)
+    assert sum(losses[-10:]) / 10 < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_fold_activation_scale(name: str) -> None:
+    sae = ready_sae(name)
+    train(sae, steps=20)  # moves thresholds / estimates the batch threshold
+    sae = sae.double()
+    x_BD, scale = planted_data(64, seed=5).double() / 3.7, 3.7
+    f_scaled, xhat_scaled = sae.encode(x_BD * scale), sae(x_BD * scale)
+    sae.fold_activation_scale(scale)
+    torch.testing.assert_close(sae.encode(x_BD), f_scaled, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(sae(x_BD), xhat_scaled / scale, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", TOPK_FAMILY)
+def test_auxk_loss_only_with_dead_latents(name: str) -> None:
+    sae = ready_sae(name)
+    x_BD = planted_data(128)
+    none_dead = sae.training_loss(x_BD, dead_mask_F=torch.zeros(D_SAE, dtype=torch.bool))
+    assert none_dead.metrics["aux_loss"] == 0
+    assert sae.training_loss(x_BD, dead_mask_F=None).metrics["aux_loss"] == 0
+    dead_mask_F = torch.arange(D_SAE) >= D_SAE // 2
+    some_dead = sae.training_loss(x_BD, dead_mask_F=dead_mask_F)
+    assert some_dead.metrics["aux_loss"] > 0
+    sae.zero_grad()
+    (some_dead.loss - some_dead.metrics["recon_loss"]).backward()
+    assert sae.W_enc.grad[:, dead_mask_F].abs().sum() > 0
+
+
+def test_jumprelu_pre_act_loss_only_with_dead_latents() -> None:
+    sae = ready_sae("jumprelu")
+    x_BD = planted_data(128)
+    none_dead = sae.training_loss(x_BD, dead_mask_F=torch.zeros(D_SAE, dtype=torch.bool))
+    assert none_dead.metrics["pre_act_loss"] == 0
+    all_dead = sae.training_loss(x_BD, dead_mask_F=torch.ones(D_SAE, dtype=torch.bool))
+    assert all_dead.metrics["pre_act_loss"] > 0
+
+
+@pytest.mark.parametrize(("name", "key"), [("relu", "l1"), ("jumprelu", "sparsity_loss")])
+def test_sparsity_scale_multiplies_the_penalty(name: str, key: str) -> None:
+    sae = ready_sae(name)
+    x_BD = planted_data(128)
+    full = sae.training_loss(x_BD, sparsity_scale=1.0)
+    off = sae.training_loss(x_BD, sparsity_scale=0.0)
+    torch.testing.assert_close(off.loss, full.metrics["recon_loss"])
+    assert full.loss > off.loss and full.metrics[key] > 0
+
+
+def test_matryoshka_loss_is_weighted_sum_over_nested_prefixes() -> None:
+    sae = ready_sae("matryoshka_batchtopk", group_fractions=[0.25, 0.75], group_weights=[0.3, 0.7])
+    x_BD = planted_data(64)
+    out = sae.training_loss(x_BD)
+    f_BF, W_dec_FD = out.f_BF, sae.W_dec
+    inner_BD = f_BF[:, :32] @ W_dec_FD[:32] + sae.b_dec
+    inner_loss = (x_BD - inner_BD).pow(2).sum(-1).mean()
+    expected = 0.3 * inner_loss + 0.7 * (x_BD - out.xhat_BD).pow(2).sum(-1).mean()
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.xhat_BD, sae.decode(f_BF))
