@@ -37,7 +37,7 @@ test: install ## the test suite (loads the real model once; ~15 min on 2 cores)
 	$(PY) -m pytest tests
 
 mlflow-ui: install ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the local store
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
 	  --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlartifacts
 
 clean-outputs: ## remove local runs, MLflow store and artifacts (caches under ~/.cache/masksae stay)

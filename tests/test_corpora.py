@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from masksae import corpora
 from masksae.corpora import (
     SPLITS,
     Document,
@@ -26,6 +25,7 @@ from masksae.corpora import (
     split_of,
     validate_data_config,
 )
+from masksae.corpora import config, hf_stream, man_render, offline_english
 from masksae.errors import ConfigError, OfflineError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,18 +178,18 @@ def test_offline_concurrent_builders_build_once(tmp_path):
 
 @needs_man
 def test_batched_groff_rendering_equals_one_page_per_run():
-    inv = [p for p in corpora._man_inventory(corpora._with_defaults({"source": "offline_english", "name": "x"}))]
+    inv = [p for p in offline_english._man_inventory(config.with_defaults({"source": "offline_english", "name": "x"}))]
     raws = []
     for _, path, _ in inv[:: max(1, len(inv) // 400)]:
-        raw, _ = corpora._load_page(path)
-        if raw is not None and corpora._batchable(raw):
+        raw, _ = man_render._load_page(path)
+        if raw is not None and man_render._batchable(raw):
             raws.append(raw)
         if len(raws) == 24:
             break
     assert len(raws) >= 2
-    together = corpora._render_together(raws)
+    together = man_render._render_together(raws)
     assert together is not None
-    assert together == [corpora._render_raw(r) for r in raws]
+    assert together == [man_render._render_raw(r) for r in raws]
 
 
 @pytest.mark.parametrize(
@@ -227,7 +227,7 @@ def test_clean_man_text_drops_header_footer_and_collapses_spaces():
         "LS(1)            User Commands            LS(1)\n\n\n\nNAME\n       ls  -  list   directory contents\n\n\n"
         "DESCRIPTION\n       List\tinformation.\n\nGNU coreutils 9.1     September 2022     LS(1)\n"
     )
-    assert corpora.clean_man_text(rendered) == "NAME\nls - list directory contents\n\nDESCRIPTION\nList information."
+    assert man_render.clean_man_text(rendered) == "NAME\nls - list directory contents\n\nDESCRIPTION\nList information."
 
 
 @pytest.fixture(scope="session")
@@ -381,10 +381,10 @@ def test_hf_stream_offline_raises_one_line_offline_error(tmp_path, monkeypatch):
 
 def test_hf_stream_splits_by_document_index():
     records = iter([{"text": f"doc {i}"} for i in range(300)] + [{"text": ""}])
-    docs = list(corpora._hf_documents(records, "ds:default:train", "validation", False, "text", 200))
+    docs = list(hf_stream._hf_documents(records, "ds:default:train", "validation", False, "text", 200))
     assert docs and all(split_of(d.source) == "validation" for d in docs)
     assert all(int(d.source.rsplit(":", 1)[1]) < 200 for d in docs)
     assert docs[0].text == f"doc {docs[0].source.rsplit(':', 1)[1]}"
     with pytest.raises(ConfigError) as e:
-        list(corpora._hf_documents(iter([{"content": "x"}]), "p", "train", True, "text", None))
+        list(hf_stream._hf_documents(iter([{"content": "x"}]), "p", "train", True, "text", None))
     assert e.value.key == "data.text_field" and "content" in str(e.value)

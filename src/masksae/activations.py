@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -177,9 +178,12 @@ def compute_activations(
     mask = MaskSpec(prob=spec.mask_prob, token_id=spec.mask_token_id, data_seed=spec.data_seed)
     started = time.perf_counter()
     acts, flags = [], []
-    for acts_TD, masked_T in iterate_activations(model, sequences_NS, spec.layer, mask, batch_size):
+    n_batches = math.ceil(len(sequences_NS) / batch_size)
+    for index, (acts_TD, masked_T) in enumerate(iterate_activations(model, sequences_NS, spec.layer, mask, batch_size)):
         acts.append(acts_TD.to(getattr(torch, spec.dtype)))
         flags.append(masked_T)
+        if (index + 1) % max(1, n_batches // 10) == 0:
+            log.info("LLM activations (%s, p=%g): %d/%d batches, %.0f s", spec.split, spec.mask_prob, index + 1, n_batches, time.perf_counter() - started)
     elapsed = time.perf_counter() - started
     log.info("LLM activations: %d sequences in %.0f s (%.0f tok/s)", len(sequences_NS), elapsed, sequences_NS.numel() / elapsed)
     return ActivationSet(acts_ND=torch.cat(acts), masked_N=torch.cat(flags), spec=spec)

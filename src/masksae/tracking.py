@@ -139,7 +139,8 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any,
     except BaseException as error:
         message = "".join(traceback.format_exception_only(type(error), error)).strip()
         client.set_tag(run_id, "error", message[:5000])
-        client.set_terminated(run_id, status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        interrupted = isinstance(error, (KeyboardInterrupt, SystemExit))  # Lightning turns Ctrl-C into SystemExit
+        client.set_terminated(run_id, status="KILLED" if interrupted else "FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
 

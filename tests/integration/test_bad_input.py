@@ -20,7 +20,7 @@ BAD_INPUTS = [
     (["sae.d_sae=0"], ConfigError, r"sae\.d_sae=0"),
     (["activations.train_tokens=0"], ConfigError, r"activations\.train_tokens=0: a positive integer"),
     (["activations.train_tokens=-5"], ConfigError, r"activations\.train_tokens=-5"),
-    (["model.mask_token=[MASK] token"], ConfigError, r"model\.mask_token='\[MASK\] token'.*exactly one token"),
+    (["model.mask_token='[MASK] token'"], ConfigError, r"model\.mask_token='\[MASK\] token'.*exactly one token"),
     (["sae.architecture=transcoder"], ConfigError, r"sae\.architecture='transcoder'.*relu.*topk"),
     (["model=pythia-160m-deduped"], OfflineError, r"pythia-160m-deduped.*not in the Hugging Face cache"),
     (["model=gemma-2-2b"], OfflineError, r"gemma-2-2b.*make prefetch"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
 from masksae.errors import ConfigError
 from masksae.pipeline import train_one
@@ -23,9 +24,15 @@ def _run_of(client: MlflowClient, key: str):
     return runs[0]
 
 
-def test_smoke_run_logs_everything_and_rerun_is_skipped(make_cfg, gemma, mlflow_uri) -> None:
+@pytest.fixture(scope="module")
+def smoke_run(make_cfg, gemma):
+    """One real smoke run (TopK, k = 16) shared by the tests of this module."""
     cfg = make_cfg("debug=smoke", "sae=topk", "sae.k=16")
-    metrics = train_one(cfg)
+    return cfg, train_one(cfg)
+
+
+def test_smoke_run_logs_everything_and_rerun_is_skipped(smoke_run, mlflow_uri) -> None:
+    cfg, metrics = smoke_run
     client = MlflowClient(tracking_uri=mlflow_uri)
     run = _run_of(client, run_key(cfg))
     assert run.info.status == "FINISHED"
@@ -53,3 +60,35 @@ def test_failure_inside_a_run_ends_it_failed_with_the_error(make_cfg, gemma, mlf
     run = _run_of(MlflowClient(tracking_uri=mlflow_uri), run_key(cfg))
     assert run.info.status == "FAILED"
     assert "training.batch_size" in run.data.tags["error"]
+
+
+def test_python_api_loads_encodes_and_re_evaluates(smoke_run, mlflow_uri) -> None:
+    from masksae import api
+
+    cfg, metrics = smoke_run
+    run_id = _run_of(MlflowClient(tracking_uri=mlflow_uri), run_key(cfg)).info.run_id
+    sae = api.load_sae(run_id, tracking_uri=mlflow_uri)
+    acts_ND = api.residuals(["The Eiffel Tower is in Paris.", "grep searches files for patterns."], run=run_id, tracking_uri=mlflow_uri)
+    f_NF = sae.encode(acts_ND)
+    assert acts_ND.shape[1] == 640 and f_NF.shape == (acts_ND.shape[0], 1024)
+    assert ((f_NF > 0).sum(dim=1) <= 16).all()
+    explained = 1 - (acts_ND - sae.decode(f_NF)).pow(2).sum() / (acts_ND - acts_ND.mean(0)).pow(2).sum()
+    assert explained > 0.3  # raw-space SAE (normalisation folded in) reconstructs raw residuals
+    again = api.evaluate(run_id, f"paths.cache_dir={cfg.paths.cache_dir}", tracking_uri=mlflow_uri)
+    for name in ("core/explained_variance", "core/l0", "core/ce_loss_sae"):
+        assert again[name] == pytest.approx(metrics[name], rel=1e-4)
+
+
+def test_evaluate_a_saved_folder_logs_a_new_run(smoke_run, mlflow_uri) -> None:
+    from masksae.evaluation import evaluate_main
+    from masksae.resources import run_dir
+
+    cfg, metrics = smoke_run
+    folder = run_dir(cfg, run_key(cfg)) / "sae"
+    eval_cfg = OmegaConf.create({"run_id": None, "sweep_id": None, "sae_path": str(folder), "eval": cfg.eval,
+                                 "paths": cfg.paths, "tracking": {"uri": mlflow_uri, "experiment": "masksae"}})
+    result = evaluate_main(eval_cfg)[str(folder)]
+    assert result["core/explained_variance"] == pytest.approx(metrics["core/explained_variance"], rel=1e-4)
+    runs = MlflowClient(tracking_uri=mlflow_uri).search_runs(
+        MlflowClient(tracking_uri=mlflow_uri).get_experiment_by_name("masksae").experiment_id, f"tags.sae_path = '{folder.resolve()}'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"

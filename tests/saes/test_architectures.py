@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from masksae.saes.topk import scatter_topk
 from masksae.saes import SparseAutoencoder, build_sae
 from masksae.saes.jumprelu import StepFunction
 
@@ -225,3 +226,24 @@ def test_matryoshka_loss_is_weighted_sum_over_nested_prefixes() -> None:
     expected = 0.3 * inner_loss + 0.7 * (x_BD - out.xhat_BD).pow(2).sum(-1).mean()
     torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(out.xhat_BD, sae.decode(f_BF))
+
+
+def test_topk_sparse_decode_matches_the_dense_path_in_value_and_gradient() -> None:
+    sae = ready_sae("topk")
+    x_BD = planted_data(64, seed=5)
+    dead_F = torch.zeros(sae.d_sae, dtype=torch.bool)
+    dead_F[::3] = True
+    sparse_loss = sae.training_loss(x_BD, dead_mask_F=dead_F).loss
+    sparse_grads = torch.autograd.grad(sparse_loss, [sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec])
+    post_BF = torch.relu(sae.pre_activations(x_BD))
+    f_BF = scatter_topk(post_BF, sae.k)
+    xhat_BD = f_BF @ sae.W_dec + sae.b_dec
+    dead_BF = torch.where(dead_F, post_BF, torch.zeros_like(post_BF))
+    residual_BD = (x_BD - xhat_BD).detach()
+    aux_BD = scatter_topk(dead_BF, min(sae.aux_k, sae.d_sae)) @ sae.W_dec
+    aux = (aux_BD - residual_BD).pow(2).sum(-1).mean() / (residual_BD - residual_BD.mean(0)).pow(2).sum(-1).mean()
+    dense_loss = (x_BD - xhat_BD).pow(2).sum(-1).mean() + sae.aux_coeff * aux
+    dense_grads = torch.autograd.grad(dense_loss, [sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec])
+    torch.testing.assert_close(sparse_loss, dense_loss, rtol=1e-5, atol=1e-6)
+    for sparse_grad, dense_grad in zip(sparse_grads, dense_grads):
+        torch.testing.assert_close(sparse_grad, dense_grad, rtol=1e-4, atol=1e-6)

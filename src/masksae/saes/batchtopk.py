@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from masksae.saes.base import check_number, register
+from masksae.saes.base import check_number, register, sum_squared_error
 from masksae.saes.topk import TopKSAE
 
 
@@ -58,10 +58,17 @@ class BatchTopKSAE(TopKSAE):
             return batch_topk(post_relu_BF, self.k)[0]
         return post_relu_BF * (post_relu_BF > self.threshold)
 
-    def train_activations(self, post_relu_BF: Tensor) -> Tensor:
+    def train_forward(self, x_BD: Tensor, post_relu_BF: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Dense decode of the batch top-k latents (their count varies per token)."""
         f_BF, smallest = batch_topk(post_relu_BF, self.k)
         self.update_threshold(smallest)
-        return f_BF
+        recon_loss, xhat_BD = self.reconstruct(x_BD, f_BF)
+        return recon_loss, xhat_BD, f_BF
+
+    def reconstruct(self, x_BD: Tensor, f_BF: Tensor) -> tuple[Tensor, Tensor]:
+        """(reconstruction loss, xhat_BD) for the training latents."""
+        xhat_BD = self.decode(f_BF)
+        return sum_squared_error(x_BD, xhat_BD), xhat_BD
 
     @torch.no_grad()
     def update_threshold(self, smallest: Tensor) -> None:

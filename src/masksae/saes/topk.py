@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from masksae.saes.base import (
@@ -23,16 +24,22 @@ def scatter_topk(acts_BF: Tensor, k: int) -> Tensor:
     return torch.zeros_like(acts_BF).scatter(-1, indices_BK, values_BK)
 
 
+def sparse_decode(values_BK: Tensor, indices_BK: Tensor, W_dec_FD: Tensor) -> Tensor:
+    """sum_k values[b, k] * W_dec[indices[b, k]] without materialising [B, F]: ~k/F of a dense decode's FLOPs."""
+    return F.embedding_bag(indices_BK, W_dec_FD, per_sample_weights=values_BK, mode="sum")
+
+
 def auxk_loss(
     post_relu_BF: Tensor, residual_BD: Tensor, W_dec_FD: Tensor, dead_mask_F: Tensor, aux_k: int
 ) -> Tensor:
     """AuxK: reconstruct the (detached) residual from the top aux_k dead latents, normalised by the
-    residual's variance as dictionary_learning does; zero when no latent is dead. No host sync."""
+    residual's variance as dictionary_learning does. Called only when some latent is dead."""
     dead_acts_BF = torch.where(dead_mask_F, post_relu_BF, torch.zeros_like(post_relu_BF))
-    aux_recon_BD = scatter_topk(dead_acts_BF, min(aux_k, dead_acts_BF.shape[-1])) @ W_dec_FD
+    values_BK, indices_BK = dead_acts_BF.topk(min(aux_k, dead_acts_BF.shape[-1]), dim=-1, sorted=False)
+    aux_recon_BD = sparse_decode(values_BK, indices_BK, W_dec_FD)
     error = sum_squared_error(residual_BD, aux_recon_BD)
     variance = sum_squared_error(residual_BD, residual_BD.mean(dim=0, keepdim=True))
-    return (error / variance).nan_to_num(0.0) * dead_mask_F.any()
+    return (error / variance).nan_to_num(0.0)
 
 
 @register("topk")
@@ -71,14 +78,14 @@ class TopKSAE(SparseAutoencoder):
     def encode(self, x_BD: Tensor) -> Tensor:
         return scatter_topk(torch.relu(self.pre_activations(x_BD)), self.k)
 
-    def train_activations(self, post_relu_BF: Tensor) -> Tensor:
-        """Training-time sparsification of relu(pre-activations)."""
-        return scatter_topk(post_relu_BF, self.k)
-
-    def reconstruct(self, x_BD: Tensor, f_BF: Tensor) -> tuple[Tensor, Tensor]:
-        """(reconstruction loss, xhat_BD) for the training latents."""
-        xhat_BD = self.decode(f_BF)
-        return sum_squared_error(x_BD, xhat_BD), xhat_BD
+    def train_forward(self, x_BD: Tensor, post_relu_BF: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(reconstruction loss, xhat_BD, f_BF): decode only the k active latents per token; f_BF (for
+        dead-latent tracking and metrics) carries no gradient."""
+        values_BK, indices_BK = post_relu_BF.topk(self.k, dim=-1, sorted=False)
+        xhat_BD = sparse_decode(values_BK, indices_BK, self.W_dec) + self.b_dec
+        with torch.no_grad():
+            f_BF = torch.zeros_like(post_relu_BF).scatter(-1, indices_BK, values_BK)
+        return sum_squared_error(x_BD, xhat_BD), xhat_BD, f_BF
 
     def extra_metrics(self) -> dict[str, Tensor]:
         """Architecture-specific detached scalars to log."""
@@ -88,9 +95,8 @@ class TopKSAE(SparseAutoencoder):
         self, x_BD: Tensor, *, dead_mask_F: Tensor | None = None, sparsity_scale: float = 1.0
     ) -> TrainStepOutput:
         post_relu_BF = torch.relu(self.pre_activations(x_BD))
-        f_BF = self.train_activations(post_relu_BF)
-        recon_loss, xhat_BD = self.reconstruct(x_BD, f_BF)
-        if dead_mask_F is None:
+        recon_loss, xhat_BD, f_BF = self.train_forward(x_BD, post_relu_BF)
+        if dead_mask_F is None or not bool(dead_mask_F.any()):  # one host sync saves a whole AuxK pass
             aux = torch.zeros((), device=x_BD.device)
         else:
             aux = auxk_loss(post_relu_BF, (x_BD - xhat_BD).detach(), self.W_dec, dead_mask_F, self.aux_k)
