@@ -75,9 +75,11 @@ def evaluate_folder(eval_cfg: DictConfig, folder: Path) -> dict[str, float]:
         raise ConfigError("sae_path", str(folder), "a folder holding cfg.json and sae_weights.safetensors")
     sae, saved = load_sae(folder)
     train_cfg = train_config_for_folder(eval_cfg, saved)
-    train_cfg.tracking = eval_cfg.tracking
+    train_cfg.tracking.uri = eval_cfg.tracking.uri
+    train_cfg.tracking.experiment = eval_cfg.tracking.experiment
+    train_cfg.tracking.skip_finished = False  # every evaluation of a folder is a new run
     key = f"folder:{folder.resolve()}"
-    with tracked_run(OmegaConf.merge(train_cfg, {"tracking": {"skip_finished": False}}), key, f"eval-{folder.name}") as opened:
+    with tracked_run(train_cfg, key, f"eval-{folder.name}") as opened:
         client, run = opened
         client.set_tag(run.run_id, "sae_path", str(folder.resolve()))
         metrics = evaluate_sae(train_cfg, sae, float(saved.get("metadata", {}).get("activation_scale_folded", 1.0)))

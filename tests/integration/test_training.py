@@ -72,9 +72,9 @@ def test_python_api_loads_encodes_and_re_evaluates(smoke_run, mlflow_uri) -> Non
     f_NF = sae.encode(acts_ND)
     assert acts_ND.shape[1] == 640 and f_NF.shape == (acts_ND.shape[0], 1024)
     assert ((f_NF > 0).sum(dim=1) <= 16).all()
-    explained = 1 - (acts_ND - sae.decode(f_NF)).pow(2).sum() / (acts_ND - acts_ND.mean(0)).pow(2).sum()
-    assert explained > 0.3  # raw-space SAE (normalisation folded in) reconstructs raw residuals
-    again = api.evaluate(run_id, f"paths.cache_dir={cfg.paths.cache_dir}", tracking_uri=mlflow_uri)
+    explained = 1 - (acts_ND - sae.decode(f_NF)).pow(2).sum() / acts_ND.pow(2).sum()
+    assert explained > 0.8  # raw-space SAE (normalisation folded in) reconstructs raw residuals (uncentered: few tokens)
+    again = api.evaluate(run_id, f"paths.cache_dir={cfg.paths.cache_dir}", "eval.core.ce_sequences=4", tracking_uri=mlflow_uri)
     for name in ("core/explained_variance", "core/l0", "core/ce_loss_sae"):
         assert again[name] == pytest.approx(metrics[name], rel=1e-4)
 
@@ -88,7 +88,9 @@ def test_evaluate_a_saved_folder_logs_a_new_run(smoke_run, mlflow_uri) -> None:
     eval_cfg = OmegaConf.create({"run_id": None, "sweep_id": None, "sae_path": str(folder), "eval": cfg.eval,
                                  "paths": cfg.paths, "tracking": {"uri": mlflow_uri, "experiment": "masksae"}})
     result = evaluate_main(eval_cfg)[str(folder)]
-    assert result["core/explained_variance"] == pytest.approx(metrics["core/explained_variance"], rel=1e-4)
+    # a folder carries no training config: the default held-out sample (32k tokens, not smoke's 4k) is used
+    assert result["core/explained_variance"] == pytest.approx(metrics["core/explained_variance"], abs=0.03)
+    assert result["core/l0"] <= 16
     runs = MlflowClient(tracking_uri=mlflow_uri).search_runs(
         MlflowClient(tracking_uri=mlflow_uri).get_experiment_by_name("masksae").experiment_id, f"tags.sae_path = '{folder.resolve()}'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
