@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 MLFLOW_PORT ?= 5000
+MLFLOW_STORE ?= sqlite:///$(CURDIR)/mlflow.db
+MLFLOW_ARTIFACTS ?= $(CURDIR)/mlartifacts
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help install install-extra-models demo test mlflow-ui clean-outputs
@@ -38,7 +40,7 @@ test: install ## the test suite (loads the real model once; ~15 min on 2 cores)
 
 mlflow-ui: install ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the local store
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
-	  --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlartifacts
+	  --backend-store-uri $(MLFLOW_STORE) --default-artifact-root $(MLFLOW_ARTIFACTS)
 
 clean-outputs: ## remove local runs, MLflow store and artifacts (caches under ~/.cache/masksae stay)
 	rm -rf outputs mlflow.db mlartifacts mlruns
