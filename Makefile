@@ -35,7 +35,7 @@ demo: install ## the default run: gemma-3-270m layer 6, TopK SAE, mask_prob 0.1,
 	$(PY) -m train
 	@echo "[demo] results: MLflow store $(CURDIR)/mlflow.db (browse with 'make mlflow-ui'), run folders in $(CURDIR)/outputs/runs/"
 
-test: install ## the test suite (loads the real model once; ~15 min on 2 cores)
+test: install ## the test suite (loads the real model once; ~6-9 min on 2 cores)
 	$(PY) -m pytest tests
 
 mlflow-ui: install ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the local store

@@ -7,10 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from masksae.cli import CONF_DIR
+from masksae.config import compose_config
 from masksae.tracking import REPO_ROOT
 
 MACHINE_CACHE = Path(os.environ.get("MASKSAE_CACHE", "~/.cache/masksae")).expanduser()
@@ -53,8 +52,7 @@ def make_cfg(test_cache: Path, mlflow_uri: str, tmp_path_factory: pytest.TempPat
 
     def _compose(*overrides: str) -> DictConfig:
         base = [f"paths.cache_dir={test_cache}", f"paths.output_dir={output_dir}", f"tracking.uri={mlflow_uri}"]
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return compose("train", overrides=[*base, *overrides])
+        return compose_config("train", [*base, *overrides])
 
     return _compose
 

@@ -43,9 +43,10 @@ def test_masked_positions_can_be_dropped_from_training() -> None:
     acts_ND = _acts(1000)
     masked_N = torch.zeros(1000, dtype=torch.bool)
     masked_N[::4] = True
-    common = dict(batch_size=50, total_steps=10, seed=0, scale_sample=1000)
+    common = dict(batch_size=50, epochs=2, seed=0, scale_sample=1000)
     kept = ActivationDataModule(acts_ND, masked_N, acts_ND[:100], train_on_masked=True, **common)
     dropped = ActivationDataModule(acts_ND, masked_N, acts_ND[:100], train_on_masked=False, **common)
     assert kept.train_acts_ND.shape[0] == 1000
     assert dropped.train_acts_ND.shape[0] == 750
     assert torch.equal(dropped.train_acts_ND, acts_ND[~masked_N])
+    assert (kept.total_steps, dropped.total_steps) == (40, 30)

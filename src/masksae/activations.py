@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from transformers import PreTrainedTokenizerBase
 
 from masksae.corpora import Document
@@ -39,7 +39,7 @@ class ActivationSpec:
     n_tokens: int
     context_length: int
     mask_prob: float
-    mask_token_id: int
+    mask_token_id: int | None
     data_seed: int
     dtype: str
 
@@ -101,12 +101,8 @@ def iterate_activations(
         yield resid_BSD[keep_BS], masked_BS[keep_BS]
 
 
-def _checksum(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _checksum(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class ActivationCache:
@@ -126,10 +122,10 @@ class ActivationCache:
             return None
         try:
             manifest = json.loads(manifest_path.read_text())
-            data_path = folder / "acts.safetensors"
-            if manifest["spec"] != asdict(spec) or _checksum(data_path) != manifest["checksum"]:
+            data = (folder / "acts.safetensors").read_bytes()  # one read: checksummed, then parsed
+            if manifest["spec"] != asdict(spec) or _checksum(data) != manifest["checksum"]:
                 raise ValueError("manifest does not match the data")
-            tensors = load_file(data_path)
+            tensors = load(data)
             if tensors["acts_ND"].shape[0] != manifest["n_rows"]:
                 raise ValueError("row count differs from the manifest")
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
@@ -142,12 +138,12 @@ class ActivationCache:
         """Write into a staging folder, then rename it into place: readers never see half a cache."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
-        data_path = staging / "acts.safetensors"
-        save_file({"acts_ND": activations.acts_ND.contiguous(), "masked_N": activations.masked_N.contiguous()}, data_path)
+        data = save({"acts_ND": activations.acts_ND.contiguous(), "masked_N": activations.masked_N.contiguous()})
+        (staging / "acts.safetensors").write_bytes(data)
         manifest = {
             "spec": asdict(activations.spec),
             "n_rows": activations.acts_ND.shape[0],
-            "checksum": _checksum(data_path),
+            "checksum": _checksum(data),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))

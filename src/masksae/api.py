@@ -13,22 +13,19 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from masksae.activations import special_positions
-from masksae.cli import CONF_DIR
+from masksae.config import compose_config
 from masksae.export import load_sae as load_sae_folder
 from masksae.resources import shared_model
 from masksae.saes import SparseAutoencoder
+from masksae.tracking import tracking_uri
 
 
-def _client(tracking_uri: str | None):
-    from mlflow import MlflowClient
-
-    from masksae.tracking import tracking_uri as default_uri
-
-    return MlflowClient(tracking_uri=tracking_uri or default_uri(OmegaConf.create({"tracking": {"uri": None}})))
+def _client(configured_uri: str | None) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri(configured_uri))
 
 
 def load_sae(source: str | Path, *, tracking_uri: str | None = None) -> SparseAutoencoder:
@@ -47,8 +44,7 @@ def run_config(run_id: str, *, tracking_uri: str | None = None) -> DictConfig:
 
 def config(*overrides: str) -> DictConfig:
     """The training config composed with command-line style overrides, e.g. config("layer=4")."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    return compose_config("train", overrides)
 
 
 def residuals(texts: list[str], *, run: str | None = None, cfg: DictConfig | None = None, tracking_uri: str | None = None) -> torch.Tensor:
@@ -67,8 +63,7 @@ def evaluate(run_id: str, *overrides: str, tracking_uri: str | None = None) -> d
     """Re-run the evals (eval group overrides allowed, e.g. "eval.core.ce_sequences=8") and log them into the run."""
     from masksae.evaluation import evaluate_main
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        eval_cfg = compose("evaluate", overrides=[f"run_id={run_id}", *overrides])
+    eval_cfg = compose_config("evaluate", [f"run_id={run_id}", *overrides])
     if tracking_uri:
         eval_cfg.tracking.uri = tracking_uri
     return evaluate_main(eval_cfg)[run_id]

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from masksae.config import CONF_DIR
 from masksae.errors import ConfigError, OfflineError
 from masksae.tracking import ensure_sweep_id
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 EXIT_BAD_INPUT = 2
 
 

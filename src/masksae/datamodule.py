@@ -69,7 +69,7 @@ class ActivationDataModule(L.LightningDataModule):
         val_acts_ND: torch.Tensor,
         *,
         batch_size: int,
-        total_steps: int,
+        epochs: int,
         seed: int,
         train_on_masked: bool,
         scale_sample: int,
@@ -78,7 +78,7 @@ class ActivationDataModule(L.LightningDataModule):
         self.train_acts_ND = train_acts_ND if train_on_masked else train_acts_ND[~train_masked_N]
         self.val_acts_ND = val_acts_ND
         self.batch_size = batch_size
-        self.total_steps = total_steps
+        self.total_steps = epochs * (self.train_acts_ND.shape[0] // batch_size)
         self.seed = seed
         self.scale = estimate_scale(self.train_acts_ND, scale_sample, seed)
 

@@ -8,21 +8,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from masksae.config import compose_config
 from masksae.errors import ConfigError
 from masksae.evals.runner import run_evals
 from masksae.export import load_sae
-from masksae.masking import resolve_mask_token_id
-from masksae.resources import activation_spec, get_activations, shared_model, tokenizer_for
+from masksae.resources import clean_validation_activations, shared_model
 from masksae.saes import SparseAutoencoder
 from masksae.tracking import log_metrics, tracked_run, tracking_uri
 
 
 def evaluate_sae(train_cfg: DictConfig, sae: SparseAutoencoder, scale: float) -> dict[str, float]:
     """Run `train_cfg.eval` on a raw-space SAE over clean held-out text of its model and layer."""
-    mask_token_id = resolve_mask_token_id(tokenizer_for(train_cfg), train_cfg.model.get("mask_token"), train_cfg.model.get("mask_token_id"))
     model = shared_model(train_cfg)
-    spec = activation_spec(train_cfg, "validation", int(train_cfg.activations.val_tokens), 0.0, mask_token_id)
-    val = get_activations(train_cfg, model, spec)
+    val = clean_validation_activations(train_cfg, model)
     return run_evals(train_cfg, model, sae, scale, val.acts_ND)
 
 
@@ -57,15 +55,10 @@ def runs_to_evaluate(eval_cfg: DictConfig, client: Any) -> list[str]:
 
 def train_config_for_folder(eval_cfg: DictConfig, saved: dict[str, Any]) -> DictConfig:
     """The training config (model, layer, context) that matches a saved SAE's metadata."""
-    from hydra import compose, initialize_config_dir
-
-    from masksae.cli import CONF_DIR
-
     metadata = saved.get("metadata", {})
     layer = int(str(metadata["hook_name"]).split(".")[1])
     overrides = [f"model={metadata['model_name']}", f"layer={layer}", f"activations.context_length={metadata.get('context_size', 128)}"]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        train_cfg = compose("train", overrides=overrides)
+    train_cfg = compose_config("train", overrides)
     return _with_eval_settings(train_cfg, eval_cfg)
 
 
@@ -96,7 +89,7 @@ def evaluate_main(eval_cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise ConfigError("run_id|sweep_id|sae_path", chosen or None, "exactly one of run_id=, sweep_id= or sae_path=")
     if eval_cfg.sae_path:
         return {str(eval_cfg.sae_path): evaluate_folder(eval_cfg, Path(eval_cfg.sae_path))}
-    client = MlflowClient(tracking_uri=tracking_uri(eval_cfg))
+    client = MlflowClient(tracking_uri=tracking_uri(eval_cfg.tracking.uri))
     return {run_id: evaluate_logged_run(eval_cfg, client, run_id) for run_id in runs_to_evaluate(eval_cfg, client)}
 
 

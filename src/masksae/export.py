@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
+from masksae.config import plain
 from masksae.saes import SparseAutoencoder, build_sae
 
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -27,11 +27,6 @@ SAELENS_ARCHITECTURES = {
     "matryoshka_batchtopk": "matryoshka_batchtopk",
 }
 EXPORTED_TENSORS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
-
-
-def _plain(sae_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON-ready copy of the `sae` config group (OmegaConf containers become dicts and lists)."""
-    return OmegaConf.to_container(sae_cfg, resolve=True) if isinstance(sae_cfg, DictConfig) else dict(sae_cfg)
 
 
 def sae_state(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
@@ -58,7 +53,7 @@ def save_sae(sae: SparseAutoencoder, folder: Path, sae_cfg: Mapping[str, Any], m
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
         "reshape_activations": "none",
-        "metadata": {**metadata, "masksae_sae_config": _plain(sae_cfg)},
+        "metadata": {**metadata, "masksae_sae_config": plain(sae_cfg)},
     }
     if "k" in sae_cfg and sae_cfg.get("k") is not None:
         config["k"] = int(sae_cfg["k"])

@@ -18,7 +18,7 @@ class MaskSpec:
     """Everything that decides which tokens are replaced and by what."""
 
     prob: float
-    token_id: int
+    token_id: int | None  # None only where prob is 0: clean text needs no mask token
     data_seed: int
 
 

@@ -15,7 +15,7 @@ from masksae.evals.runner import run_evals
 from masksae.export import save_sae
 from masksae.masking import resolve_mask_token_id, validate_mask_prob
 from masksae.models import hook_name, validate_model_config
-from masksae.resources import activation_spec, get_activations, run_dir, shared_model, tokenizer_for
+from masksae.resources import activation_spec, clean_validation_activations, get_activations, run_dir, shared_model, tokenizer_for
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
 from masksae.tracking import log_metrics, run_key, tracked_run
 
@@ -81,13 +81,13 @@ def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, r
     client.log_artifact(run.run_id, str(folder / "config.yaml"))
     model = shared_model(cfg)
     train = get_activations(cfg, model, activation_spec(cfg, "train", int(cfg.activations.train_tokens), cfg.mask_prob, mask_token_id))
-    val = get_activations(cfg, model, activation_spec(cfg, "validation", int(cfg.activations.val_tokens), 0.0, mask_token_id))
+    val = clean_validation_activations(cfg, model)
     data = ActivationDataModule(
         train.acts_ND, train.masked_N, val.acts_ND,
-        batch_size=int(cfg.training.batch_size), total_steps=1, seed=int(cfg.seed),
+        batch_size=int(cfg.training.batch_size), epochs=int(cfg.training.epochs), seed=int(cfg.seed),
         train_on_masked=bool(cfg.masking.train_on_masked), scale_sample=int(cfg.training.scale_sample),
     )
-    data.total_steps = total_steps = int(cfg.training.epochs) * (data.train_acts_ND.shape[0] // int(cfg.training.batch_size))
+    total_steps = data.total_steps
     if total_steps < 1:
         raise ConfigError("training.batch_size", cfg.training.batch_size, f"at most the number of training tokens ({data.train_acts_ND.shape[0]})")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)

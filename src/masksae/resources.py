@@ -27,7 +27,7 @@ def run_dir(cfg: DictConfig, key: str) -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _tokenizer(model_name: str, location: str, revision: str | None) -> PreTrainedTokenizerBase:
+def _tokenizer(location: str, revision: str | None) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(location, revision=revision)
 
 
@@ -35,8 +35,8 @@ def tokenizer_for(cfg: DictConfig) -> PreTrainedTokenizerBase:
     """The model's tokenizer alone (converting a GGUF model once if needed), for checks before any compute."""
     model_cfg = cfg.model
     if model_cfg.source == "hub":
-        return _tokenizer(model_cfg.name, model_cfg.hf_id, model_cfg.get("revision"))
-    return _tokenizer(model_cfg.name, str(converted_model_dir(model_cfg, cache_root(cfg))), None)
+        return _tokenizer(model_cfg.hf_id, model_cfg.get("revision"))
+    return _tokenizer(str(converted_model_dir(model_cfg, cache_root(cfg))), None)
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,7 +50,8 @@ def shared_model(cfg: DictConfig) -> LoadedModel:
     return _cached_model(json.dumps(OmegaConf.to_container(cfg.model, resolve=True)), str(cache_root(cfg)), device)
 
 
-def activation_spec(cfg: DictConfig, split: str, n_tokens: int, mask_prob: float, mask_token_id: int) -> ActivationSpec:
+def activation_spec(cfg: DictConfig, split: str, n_tokens: int, mask_prob: float, mask_token_id: int | None) -> ActivationSpec:
+    """The activation key's fields; clean text (mask_prob 0) is keyed without a mask token, so every grid point shares it."""
     return ActivationSpec(
         model=cfg.model.name,
         revision=cfg.model.get("revision"),
@@ -60,7 +61,7 @@ def activation_spec(cfg: DictConfig, split: str, n_tokens: int, mask_prob: float
         n_tokens=n_tokens,
         context_length=int(cfg.activations.context_length),
         mask_prob=float(mask_prob),
-        mask_token_id=mask_token_id,
+        mask_token_id=mask_token_id if mask_prob > 0 else None,
         data_seed=int(cfg.data_seed),
         dtype=str(cfg.activations.dtype),
     )
@@ -71,6 +72,11 @@ def split_sequences(cfg: DictConfig, model: LoadedModel, split: str, n_tokens: i
     context = int(cfg.activations.context_length)
     documents = corpora.iter_documents(cfg.data, split, cache_root(cfg))
     return token_sequences(documents, model.tokenizer, context, math.ceil(n_tokens / context))
+
+
+def clean_validation_activations(cfg: DictConfig, model: LoadedModel) -> ActivationSet:
+    """Unmasked held-out activations (validation curves, core reconstruction metrics), shared by the whole grid."""
+    return get_activations(cfg, model, activation_spec(cfg, "validation", int(cfg.activations.val_tokens), 0.0, None))
 
 
 def get_activations(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec) -> ActivationSet:

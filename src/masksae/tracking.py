@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Config sections that do not change what a run computes: left out of the run key.
-NON_KEY_SECTIONS = ("paths", "launcher", "tracking", "eval", "hydra", "debug_name")
+NON_KEY_SECTIONS = ("paths", "launcher", "tracking", "eval", "hydra")
 SWEEP_ID_ENV = "MASKSAE_SWEEP_ID"
 
 
@@ -38,11 +38,9 @@ def is_sweep_override(override: str) -> bool:
     return not (key.startswith("hydra") or key in ("launcher", "tracking.uri") or key.startswith("launcher."))
 
 
-def sweep_id_from_argv(argv: list[str], experiment_name: str = "") -> str:
-    """Hash of the experiment name and the sorted sweep overrides of a command line."""
-    overrides = sorted(arg for arg in argv if "=" in arg and not arg.startswith("-") and is_sweep_override(arg))
-    experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), experiment_name)
-    return _digest({"experiment": experiment, "overrides": overrides})
+def sweep_id_from_argv(argv: list[str]) -> str:
+    """Hash of the sorted sweep overrides of a command line (an `experiment=` preset is one of them)."""
+    return _digest(sorted(arg for arg in argv if "=" in arg and not arg.startswith("-") and is_sweep_override(arg)))
 
 
 def ensure_sweep_id(argv: list[str]) -> str:
@@ -74,9 +72,9 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def tracking_uri(cfg: DictConfig) -> str:
-    """MLFLOW_TRACKING_URI if set, else the configured URI, else sqlite:///<repo>/mlflow.db."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.get("uri") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+def tracking_uri(configured: str | None = None) -> str:
+    """MLFLOW_TRACKING_URI if set, else the configured URI (`tracking.uri`), else sqlite:///<repo>/mlflow.db."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
 
 
 @dataclass
@@ -110,7 +108,7 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any,
     """Open (or re-open, for resume) the run of `key`; yields None when it already FINISHED; ends it FINISHED or FAILED."""
     from mlflow import MlflowClient
 
-    uri = tracking_uri(cfg)
+    uri = tracking_uri(cfg.tracking.get("uri"))
     client = MlflowClient(tracking_uri=uri)
     experiment_id = _experiment_id(client, cfg.tracking.experiment, uri)
     previous = find_run(client, experiment_id, key)

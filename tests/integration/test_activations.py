@@ -69,3 +69,11 @@ def test_activation_key_changes_with_what_determines_activations() -> None:
     assert base.key() == _spec(0.1).key()
     assert len({base.key(), _spec(0.2).key(), ActivationSpec("gemma3-270m", None, 7, "test", "train", 256, 64, 0.1, 4, 0, "float32").key(),
                 ActivationSpec("gemma3-270m", None, 6, "test", "train", 256, 64, 0.1, 4, 1, "float32").key()}) == 4
+
+
+def test_clean_activations_are_keyed_without_the_mask_token(make_cfg) -> None:
+    from masksae.resources import activation_spec
+
+    cfg = make_cfg()
+    assert activation_spec(cfg, "validation", 512, 0.0, 4).key() == activation_spec(cfg, "validation", 512, 0.0, None).key()
+    assert activation_spec(cfg, "train", 512, 0.1, 4).key() != activation_spec(cfg, "train", 512, 0.1, 7).key()

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from masksae.config import plain
 from masksae.errors import ConfigError
 
 SOURCES = ("offline_english", "hf_stream", "local_files")
@@ -26,16 +27,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    raise ConfigError("data", cfg, "a mapping (the Hydra group `data`)")
+    if not isinstance(cfg, Mapping):
+        raise ConfigError("data", cfg, "a mapping (the Hydra group `data`)")
+    return plain(cfg)
 
 
 def with_defaults(cfg: Any) -> dict[str, Any]:
