@@ -1,0 +1,77 @@
+"""Shared eval artifacts (LLM activations, ground-truth probes): one checksummed safetensors file per key, built once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from masksae.locks import exclusive_lock
+
+log = logging.getLogger(__name__)
+STORE_FORMAT_VERSION = 1
+Artifact = tuple[dict[str, torch.Tensor], dict[str, Any]]
+
+
+def artifact_key(kind: str, payload: Mapping[str, Any]) -> str:
+    """Short hash naming an artifact: its kind plus everything that determines its content."""
+    text = json.dumps({"kind": kind, "format": STORE_FORMAT_VERSION, **payload}, sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def _digest(tensor_bytes: bytes) -> str:
+    return hashlib.blake2b(tensor_bytes, digest_size=16).hexdigest()
+
+
+def _read(path: Path) -> Artifact | None:
+    """Tensors and JSON info of a stored artifact, or None when absent; a corrupt file is removed."""
+    if not path.exists():
+        return None
+    try:
+        blob = path.read_bytes()
+        header_length = int.from_bytes(blob[:8], "little")
+        checksum, body = blob[8 + header_length :][:32].decode(), blob[8 + header_length + 32 :]
+        if _digest(body) != checksum:
+            raise ValueError("checksum mismatch")
+        tensors = load(body)
+        info = json.loads(blob[8 : 8 + header_length].decode())
+    except (OSError, ValueError, UnicodeDecodeError, SafetensorError, json.JSONDecodeError) as error:
+        log.warning("eval artifact %s is corrupt (%s): rebuilding it", path, error)
+        path.unlink(missing_ok=True)
+        return None
+    return tensors, info
+
+
+def _write(path: Path, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
+    """[header length][JSON info][checksum of body][safetensors body], written to a temp file then renamed."""
+    body = save({name: value.contiguous() for name, value in tensors.items()})
+    header = json.dumps(info, default=str).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(handle, "wb") as out:
+        out.write(len(header).to_bytes(8, "little") + header + _digest(body).encode() + body)
+    os.replace(staging, path)
+
+
+def cached_artifact(root: Path, key: str, build: Callable[[], Artifact]) -> Artifact:
+    """The artifact `key` under `root/evals`, built by `build()` once even when several processes ask at once."""
+    path = root / "evals" / f"{key}.bin"
+    found = _read(path)
+    if found is not None:
+        return found
+    with exclusive_lock(path.with_name(f".{key}.lock")):
+        found = _read(path)
+        if found is None:
+            tensors, info = build()
+            _write(path, tensors, info)
+            found = tensors, dict(info)
+    return found
