@@ -68,8 +68,8 @@ def task_fingerprint(name: str, spec: Mapping[str, Any]) -> str:
     return _fingerprint(module, c)
 
 
-def _build_pool(module: ModuleType, c: dict[str, Any]) -> list[PoolItem]:
-    items, dropped = drop_shared_chunks(module.collect(c))
+def _build_pool(module: ModuleType, c: dict[str, Any], cache_root: Path) -> list[PoolItem]:
+    items, dropped = drop_shared_chunks(module.collect(c, Path(cache_root)))
     if dropped:
         log.info("%s: dropped %d chunks whose text occurs in two or more sources", c["source"], dropped)
     return items
@@ -105,7 +105,7 @@ def build_task(name: str, spec: Mapping[str, Any], n_train: int, n_test: int, n_
         if isinstance(n, bool) or not isinstance(n, int) or n < (0 if field == "n_ood" else 1):
             raise ConfigError(key(name, field), n, "an integer >= 1 (n_ood >= 0)")
     fp = _fingerprint(module, c)
-    items = load_or_build(pool_dir(cache_root, name, fp), fp, lambda: _build_pool(module, c))
+    items = load_or_build(pool_dir(cache_root, name, fp), fp, lambda: _build_pool(module, c, cache_root))
     by_class: dict[str, list[PoolItem]] = {}
     for it in items:
         by_class.setdefault(it.example.label, []).append(it)

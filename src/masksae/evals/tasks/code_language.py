@@ -169,7 +169,7 @@ def _items(files: list[tuple[str, int]], label: str, part: str, c: dict[str, Any
     return items
 
 
-def collect(c: dict[str, Any]) -> list[PoolItem]:
+def collect(c: dict[str, Any], cache_root: Path) -> list[PoolItem]:
     """ID chunks from each class's ID folders, OOD chunks from its other folders; absent classes logged."""
     items: list[PoolItem] = []
     for label, spec in sorted(c["classes"].items()):

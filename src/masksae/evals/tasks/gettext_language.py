@@ -96,7 +96,7 @@ def _lang_of_page(source: str) -> str:
     return source.split("/", 1)[0].removeprefix("man-")
 
 
-def collect(c: dict[str, Any]) -> list[PoolItem]:
+def collect(c: dict[str, Any], cache_root: Path) -> list[PoolItem]:
     """ID: chunks of translated UI strings per catalogue; OOD: the same languages' translated man pages."""
     items = [it for lang in c["languages"] for it in _catalogue_items(c, str(lang))]
     pages = cap_pages(_pages(c), None, c["max_pages_per_class"], _lang_of_page)

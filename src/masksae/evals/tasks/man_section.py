@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from masksae.corpora.sources import corpus_fingerprint, iter_documents, validate_data_config
 from masksae.corpora.splits import split_of
 from masksae.errors import ConfigError
 from masksae.evals.tasks.base import ID, OOD, PoolItem, check_int, check_str_list, inventory_hash, key
@@ -23,7 +24,11 @@ DEFAULTS: dict[str, Any] = {
     "max_pages_per_class": 150,  # pages rendered per section (ID, and again OOD)
     "max_chunks_per_source": 3,
     "min_per_class": 20,
+    # The SAE training corpus (a `data` config, offline_english only) whose train and validation text the ID
+    # chunks must not repeat; built or reused under <cache_root>/corpora. null: no such filter.
+    "train_corpus": {"source": "offline_english", "name": "offline_english"},
 }
+_SHARED_LINE_CHARS = 80  # a chunk repeating a line (a paragraph, as rendered) this long of training text is dropped
 _SECTIONS = [str(i) for i in range(1, 9)]
 
 
@@ -38,6 +43,18 @@ def validate(name: str, c: dict[str, Any]) -> None:
     check_int(name, c, "max_per_family", 1)
     check_int(name, c, "max_pages_per_class", 1)
     check_groff(name)
+    _check_corpus(name, c["train_corpus"])
+
+
+def _check_corpus(name: str, corpus: Any) -> None:
+    if corpus is None:
+        return
+    if not isinstance(corpus, dict) or corpus.get("source") != "offline_english":
+        raise ConfigError(key(name, "train_corpus"), corpus, "null or an offline_english data config")
+    try:
+        validate_data_config(corpus)
+    except ConfigError as e:
+        raise ConfigError(key(name, "train_corpus." + e.key.removeprefix("data.")), e.value, e.allowed) from None
 
 
 def _translated(c: dict[str, Any]) -> list[tuple[str, str, int]]:
@@ -48,14 +65,33 @@ def _translated(c: dict[str, Any]) -> list[tuple[str, str, int]]:
 def fingerprint_inputs(c: dict[str, Any]) -> dict[str, Any]:
     """The English and translated page files of the sections (paths and sizes) and the renderer."""
     pages = list_pages(Path(str(c["man_root"])), c["sections"]) + _translated(c)
-    return {"pages": inventory_hash((p[1], p[2]) for p in pages), **renderer_fingerprint()}
+    corpus = c["train_corpus"] and corpus_fingerprint(c["train_corpus"])
+    return {"pages": inventory_hash((p[1], p[2]) for p in pages), "train_corpus": corpus, **renderer_fingerprint()}
 
 
-def collect(c: dict[str, Any]) -> list[PoolItem]:
-    """ID: English pages in probe_reserve (never trained on), families capped; OOD: translated pages."""
+def _unseen(items: list[PoolItem], corpus: dict[str, Any] | None, cache_root: Path) -> list[PoolItem]:
+    """Items whose text the training corpus's train/validation splits do not hold: a chunk is dropped when one
+    of its lines of >= _SHARED_LINE_CHARS characters, or every line, occurs as a line of that text."""
+    if corpus is None:
+        return items
+    seen = {line for split in ("train", "validation") for doc in iter_documents(corpus, split, cache_root)
+            for line in doc.text.split("\n") if line}
+    kept = []
+    for it in items:
+        lines = [line for line in it.example.text.split("\n") if line]
+        shared = [line in seen for line in lines]
+        if not all(shared) and not any(s and len(line) >= _SHARED_LINE_CHARS for s, line in zip(shared, lines)):
+            kept.append(it)
+    return kept
+
+
+def collect(c: dict[str, Any], cache_root: Path) -> list[PoolItem]:
+    """ID: English pages in probe_reserve, families capped, chunks repeating training text dropped;
+    OOD: translated pages."""
     english = [p for p in list_pages(Path(str(c["man_root"])), c["sections"]) if split_of(p[0]) == "probe_reserve"]
     per_class = c["max_pages_per_class"]
     id_pages = cap_pages(english, c["max_per_family"], per_class, section_of)
     ood_pages = cap_pages(_translated(c), None, per_class, section_of)
     k = c["max_chunks_per_source"]
-    return render_items(id_pages, section_of, ID, k) + render_items(ood_pages, section_of, OOD, k)
+    id_items = _unseen(render_items(id_pages, section_of, ID, k), c["train_corpus"], cache_root)
+    return id_items + render_items(ood_pages, section_of, OOD, k)
