@@ -13,6 +13,11 @@ from masksae.errors import ConfigError, OfflineError
 from masksae.tracking import ensure_sweep_id
 
 EXIT_BAD_INPUT = 2
+HEADLINE_METRICS = (
+    "core/l0", "core/explained_variance", "core/ce_loss_recovered", "absorption/mean_full_absorption_score",
+    "absorption/mean_absorption_fraction_score", "absorption/n_letters", "sparse_probing/sae_top_1_test_accuracy",
+    "sparse_probing/llm_test_accuracy", "ood/sae_auc_ood", "ood/gap_to_dense",
+)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
@@ -27,7 +32,7 @@ def _train_app(cfg: DictConfig) -> float | None:
         sys.exit(EXIT_BAD_INPUT)
     if metrics is None:
         return None
-    print("[masksae] " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("core/")))
+    print("[masksae] " + "  ".join(f"{k}={metrics[k]:.4g}" for k in HEADLINE_METRICS if k in metrics))
     return metrics.get("core/explained_variance")
 
 

@@ -10,15 +10,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from masksae.config import compose_config
 from masksae.errors import ConfigError
-from masksae.evals.runner import run_evals
+from masksae.evals.runner import EvalResult, run_evals
+from masksae.evals.validate import validate_eval_config
 from masksae.export import load_sae
 from masksae.resources import clean_validation_activations, shared_model
 from masksae.saes import SparseAutoencoder
-from masksae.tracking import log_metrics, tracked_run, tracking_uri
+from masksae.tracking import log_eval_result, tracked_run, tracking_uri
 
 
-def evaluate_sae(train_cfg: DictConfig, sae: SparseAutoencoder, scale: float) -> dict[str, float]:
+def evaluate_sae(train_cfg: DictConfig, sae: SparseAutoencoder, scale: float) -> EvalResult:
     """Run `train_cfg.eval` on a raw-space SAE over clean held-out text of its model and layer."""
+    validate_eval_config(train_cfg.eval)
     model = shared_model(train_cfg)
     val = clean_validation_activations(train_cfg, model)
     return run_evals(train_cfg, model, sae, scale, val.acts_ND)
@@ -35,9 +37,9 @@ def evaluate_logged_run(eval_cfg: DictConfig, client: Any, run_id: str) -> dict[
         train_cfg = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", scratch))
         sae, saved = load_sae(client.download_artifacts(run_id, "sae", scratch))
     train_cfg = _with_eval_settings(train_cfg, eval_cfg)
-    metrics = evaluate_sae(train_cfg, sae, float(saved["metadata"]["activation_scale_folded"]))
-    log_metrics(client, run_id, metrics, step=0)
-    return metrics
+    evaluated = evaluate_sae(train_cfg, sae, float(saved["metadata"]["activation_scale_folded"]))
+    log_eval_result(client, run_id, evaluated, step=0)
+    return evaluated.metrics
 
 
 def runs_to_evaluate(eval_cfg: DictConfig, client: Any) -> list[str]:
@@ -75,9 +77,9 @@ def evaluate_folder(eval_cfg: DictConfig, folder: Path) -> dict[str, float]:
     with tracked_run(train_cfg, key, f"eval-{folder.name}") as opened:
         client, run = opened
         client.set_tag(run.run_id, "sae_path", str(folder.resolve()))
-        metrics = evaluate_sae(train_cfg, sae, float(saved.get("metadata", {}).get("activation_scale_folded", 1.0)))
-        log_metrics(client, run.run_id, metrics, step=0)
-    return metrics
+        evaluated = evaluate_sae(train_cfg, sae, float(saved.get("metadata", {}).get("activation_scale_folded", 1.0)))
+        log_eval_result(client, run.run_id, evaluated, step=0)
+    return evaluated.metrics
 
 
 def evaluate_main(eval_cfg: DictConfig) -> dict[str, dict[str, float]]:

@@ -1,4 +1,4 @@
-"""One training run end to end: validate, activations, Lightning fit, core eval, MLflow logging and export."""
+"""One training run end to end: validate, activations, Lightning fit, evals, MLflow logging and export."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 from masksae import corpora
 from masksae.errors import ConfigError
 from masksae.evals.runner import run_evals
+from masksae.evals.validate import validate_eval_config
 from masksae.export import save_sae
 from masksae.masking import resolve_mask_token_id, validate_mask_prob
 from masksae.models import hook_name, validate_model_config
 from masksae.resources import activation_spec, clean_validation_activations, get_activations, run_dir, shared_model, tokenizer_for
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
-from masksae.tracking import log_metrics, run_key, tracked_run
+from masksae.tracking import log_eval_result, run_key, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,9 @@ def validate_config(cfg: DictConfig) -> int:
     validate_model_config(cfg.model, cfg.layer)
     validate_sae_config(cfg.sae, int(cfg.model.d_model))
     corpora.validate_data_config(cfg.data)
+    validate_eval_config(cfg.eval)
     for key in ("activations.train_tokens", "activations.val_tokens", "activations.context_length",
-                "activations.llm_batch_size", "training.batch_size", "training.epochs", "eval.core.ce_sequences",
-                "eval.core.batch_size"):
+                "activations.llm_batch_size", "training.batch_size", "training.epochs"):
         _positive_int(cfg, key)
     for key in ("seed", "data_seed"):
         value = cfg[key]
@@ -113,9 +114,10 @@ def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, r
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
     raw_sae = copy.deepcopy(sae).eval()
     raw_sae.fold_activation_scale(data.scale)
-    metrics = run_evals(cfg, model, raw_sae, data.scale, val.acts_ND)
-    metrics["train/activation_scale"] = data.scale
-    log_metrics(client, run.run_id, metrics, trainer.global_step)
+    evaluated = run_evals(cfg, model, raw_sae, data.scale, val.acts_ND)
+    evaluated.metrics["train/activation_scale"] = data.scale
+    log_eval_result(client, run.run_id, evaluated, trainer.global_step)
+    metrics = evaluated.metrics
     export_dir = save_sae(raw_sae, folder / "sae", cfg.sae, {
         "model_name": cfg.model.name, "hf_id": cfg.model.get("hf_id"), "hook_name": hook_name(int(cfg.layer)),
         "hook_layer": int(cfg.layer), "context_size": int(cfg.activations.context_length), "mask_prob": float(cfg.mask_prob),

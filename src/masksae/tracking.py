@@ -151,3 +151,14 @@ def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: in
 
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(name, float(value), now, step) for name, value in metrics.items()])
+
+
+def log_eval_result(client: Any, run_id: str, result: Any, step: int) -> None:
+    """Log an EvalResult: metrics in one batch, each table as a JSON artifact under evals/, and its tags."""
+    from mlflow.entities import RunTag
+
+    log_metrics(client, run_id, result.metrics, step)
+    for name, table in result.tables.items():
+        client.log_dict(run_id, table, f"evals/{name}")
+    if result.tags:
+        client.log_batch(run_id, tags=[RunTag(key, value[:5000]) for key, value in result.tags.items()])

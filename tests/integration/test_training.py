@@ -74,7 +74,8 @@ def test_python_api_loads_encodes_and_re_evaluates(smoke_run, mlflow_uri) -> Non
     assert ((f_NF > 0).sum(dim=1) <= 16).all()
     explained = 1 - (acts_ND - sae.decode(f_NF)).pow(2).sum() / acts_ND.pow(2).sum()
     assert explained > 0.8  # raw-space SAE (normalisation folded in) reconstructs raw residuals (uncentered: few tokens)
-    again = api.evaluate(run_id, f"paths.cache_dir={cfg.paths.cache_dir}", "eval.core.ce_sequences=4", tracking_uri=mlflow_uri)
+    again = api.evaluate(run_id, f"paths.cache_dir={cfg.paths.cache_dir}", "eval.core.ce_sequences=4", "eval.evals=[core]",
+                         tracking_uri=mlflow_uri)
     for name in ("core/explained_variance", "core/l0", "core/ce_loss_sae"):
         assert again[name] == pytest.approx(metrics[name], rel=1e-4)
 

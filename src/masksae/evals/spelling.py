@@ -105,9 +105,9 @@ def fit_letter_probe(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """26 one-vs-rest logistic probes (weights in raw residual space), with each letter's F1 on the test words.
 
-    Inputs are divided by one global scale (their mean norm) for conditioning; directions are unchanged.
+    Inputs are divided by one global scale (per-dimension RMS 1) for conditioning; directions are unchanged.
     """
-    scale = float(train_acts_ND.norm(dim=-1).mean())
+    scale = float(train_acts_ND.pow(2).mean().sqrt())
     x_train = (train_acts_ND / scale).numpy()
     probe = OneVsRestClassifier(LogisticRegression(max_iter=2000)).fit(x_train, train_letter_N.numpy())
     classes = list(probe.classes_)

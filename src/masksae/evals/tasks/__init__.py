@@ -13,7 +13,7 @@ from typing import Any
 
 from masksae.config import plain
 from masksae.errors import ConfigError
-from masksae.evals.tasks import code_language, gettext_language, man_section
+from masksae.evals.tasks import code_language, gettext_language, hf_dataset, man_section
 from masksae.evals.tasks.base import ID, OOD, LabelledText, PoolItem, TaskData, check_int, drop_shared_chunks, key
 from masksae.evals.tasks.pool import load_or_build, pool_dir
 
@@ -23,6 +23,7 @@ _SOURCES: dict[str, ModuleType] = {
     "gettext_language": gettext_language,
     "man_section": man_section,
     "code_language": code_language,
+    "hf_dataset": hf_dataset,
 }
 TASK_SOURCES: tuple[str, ...] = tuple(_SOURCES)
 POOL_VERSION = 1  # bump when the shared pool logic (chunking, dedup) changes its output

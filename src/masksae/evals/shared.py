@@ -1,0 +1,78 @@
+"""LLM-side eval work done once per (model, layer, eval settings) and cached: first-letter set-up and task activations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from masksae.config import plain
+from masksae.evals import ood, probing
+from masksae.evals.probes import one_vs_rest_tasks
+from masksae.evals.spelling import SpellingSetup, as_setup, build_spelling_setup
+from masksae.evals.store import artifact_key, cached_artifact
+from masksae.evals.task_activations import TaskActivations, as_task_activations, compute_task_activations
+from masksae.evals.tasks import build_task, task_fingerprint
+from masksae.models import LoadedModel
+from masksae.resources import cache_root
+
+SPELLING_SETUP_KEYS = ("words_per_letter", "test_fraction", "icl_examples", "prompt_template")
+
+
+def _model_payload(cfg: DictConfig) -> dict[str, Any]:
+    return {"model": cfg.model.name, "revision": cfg.model.get("revision"), "dtype": cfg.model.dtype, "layer": int(cfg.layer),
+            "seed": int(cfg.eval.seed)}
+
+
+def spelling_setup(cfg: DictConfig, model: LoadedModel) -> SpellingSetup:
+    """The first-letter prompts' activations and ground-truth probe of this model and layer (built on first use)."""
+    abs_cfg = cfg.eval.absorption
+    payload = {**_model_payload(cfg), **{key: abs_cfg[key] for key in SPELLING_SETUP_KEYS}}
+    build = lambda: build_spelling_setup(model, int(cfg.layer), abs_cfg, int(cfg.eval.seed), int(cfg.eval.llm_batch_size))  # noqa: E731
+    return as_setup(*cached_artifact(cache_root(cfg), artifact_key("spelling", payload), build))
+
+
+def tasks_in_use(eval_cfg: DictConfig) -> list[str]:
+    """Names of the task datasets that the enabled probing evals read."""
+    names = set()
+    if "sparse_probing" in eval_cfg.evals:
+        names |= set(eval_cfg.sparse_probing.tasks)
+    if "ood" in eval_cfg.evals:
+        names |= set(eval_cfg.ood.tasks)
+    return sorted(names)
+
+
+def _baselines(eval_cfg: DictConfig, name: str, labels: list[str], splits: list[str], pooled_ND: np.ndarray) -> dict[str, Any]:
+    """SAE-independent probe results (dense and top-k residual probes), computed once with the activations."""
+    seed = int(eval_cfg.seed)
+    tasks = one_vs_rest_tasks(name, labels, splits, seed)
+    ks, c_grid = list(eval_cfg.sparse_probing.ks), list(eval_cfg.ood.c_grid)
+    return {
+        "residual": {task.name: probing.residual_scores(pooled_ND, task, ks) for task in tasks},
+        "dense_ood": {task.name: ood.dense_scores(pooled_ND, task, c_grid, seed) for task in tasks if len(task.ood)},
+    }
+
+
+def task_activations(cfg: DictConfig, model: LoadedModel, name: str) -> TaskActivations:
+    """Activations of one task dataset, with its residual baselines in `info` (built on first use)."""
+    eval_cfg = cfg.eval
+    spec = plain(eval_cfg.tasks[name])
+    sizes = {"n_train": int(eval_cfg.sparse_probing.train_per_class), "n_test": int(eval_cfg.sparse_probing.test_per_class),
+             "n_ood": int(eval_cfg.ood.ood_per_class) if name in eval_cfg.ood.tasks else 0}
+    payload = {**_model_payload(cfg), "task": name, "fingerprint": task_fingerprint(name, spec), **sizes,
+               "context_length": int(eval_cfg.sparse_probing.context_length), "ks": list(eval_cfg.sparse_probing.ks),
+               "c_grid": list(eval_cfg.ood.c_grid)}
+
+    def build() -> tuple[dict, dict]:
+        data = build_task(name, spec, seed=int(eval_cfg.seed), cache_root=cache_root(cfg), **sizes)
+        examples = [(text, split) for split in ("train", "test", "ood") for text in getattr(data, split)]
+        acts_TD, example_T = compute_task_activations(model, int(cfg.layer), [text.text for text, _ in examples],
+                                                      int(eval_cfg.sparse_probing.context_length), int(eval_cfg.llm_batch_size))
+        labels, splits = [text.label for text, _ in examples], [split for _, split in examples]
+        stored = TaskActivations(acts_TD, example_T, labels, splits, {})
+        info = {"labels": labels, "splits": splits, "sources": [text.source for text, _ in examples], "ood_shift": data.ood_shift,
+                **_baselines(eval_cfg, name, labels, splits, stored.pooled_residuals().numpy())}
+        return {"acts_TD": acts_TD, "example_T": example_T}, info
+
+    return as_task_activations(*cached_artifact(cache_root(cfg), artifact_key("task", payload), build))

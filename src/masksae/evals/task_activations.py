@@ -1,0 +1,80 @@
+"""LLM activations of labelled task texts: per-token residuals at non-special positions, mean-pooled per text."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from masksae.activations import special_positions
+from masksae.models import LoadedModel
+from masksae.saes import SparseAutoencoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskActivations:
+    """Residuals of every token of every text (non-special positions), which text each token belongs to, labels and splits."""
+
+    acts_TD: torch.Tensor
+    example_T: torch.Tensor
+    labels: list[str]
+    splits: list[str]
+    info: dict[str, Any]
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.labels)
+
+    def pooled_residuals(self) -> torch.Tensor:
+        """Mean residual of each text, [N, D]."""
+        return segment_mean(self.acts_TD, self.example_T, self.n_examples)
+
+
+def segment_mean(values_TX: torch.Tensor, example_T: torch.Tensor, n_examples: int) -> torch.Tensor:
+    """Mean of the rows of each example, [N, X]."""
+    sums_NX = torch.zeros(n_examples, values_TX.shape[1]).index_add_(0, example_T, values_TX.float())
+    counts_N = torch.bincount(example_T, minlength=n_examples).clamp_min(1)
+    return sums_NX / counts_N[:, None]
+
+
+@torch.no_grad()
+def pooled_latents(sae: SparseAutoencoder, task: TaskActivations, batch_size: int = 4096) -> torch.Tensor:
+    """SAE latents encoded per token, then mean-pooled per text, [N, F] (SAEBench's order: encode, then pool)."""
+    sums_NF = torch.zeros(task.n_examples, sae.d_sae)
+    for acts_BD, example_B in zip(task.acts_TD.split(batch_size), task.example_T.split(batch_size), strict=True):
+        sums_NF.index_add_(0, example_B, sae.encode(acts_BD.float()))
+    return sums_NF / torch.bincount(task.example_T, minlength=task.n_examples).clamp_min(1)[:, None]
+
+
+@torch.inference_mode()
+def compute_task_activations(
+    model: LoadedModel, layer: int, texts: list[str], context_length: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token residuals of each text truncated to `context_length` tokens, and the text index of each token."""
+    tokenizer, special_ids = model.tokenizer, model.special_ids()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    started, acts, owners = time.perf_counter(), [], []
+    for start in range(0, len(texts), batch_size):
+        encoded = [tokenizer(text, truncation=True, max_length=context_length).input_ids for text in texts[start : start + batch_size]]
+        width = max(len(ids) for ids in encoded)
+        ids_BS = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in encoded])
+        real_BS = torch.arange(width)[None] < torch.tensor([len(ids) for ids in encoded])[:, None]
+        keep_BS = real_BS & ~special_positions(ids_BS, special_ids)
+        resid_BSD = model.residual_at(ids_BS, layer).float().cpu()
+        acts.append(resid_BSD[keep_BS])
+        owners.append((torch.arange(len(encoded)) + start)[:, None].expand_as(keep_BS)[keep_BS])
+    example_T = torch.cat(owners)
+    log.info("task activations: %d texts, %d tokens, %.0f s", len(texts), len(example_T), time.perf_counter() - started)
+    return torch.cat(acts), example_T
+
+
+def as_task_activations(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> TaskActivations:
+    """The stored artifact as TaskActivations."""
+    return TaskActivations(acts_TD=tensors["acts_TD"], example_T=tensors["example_T"], labels=list(info["labels"]),
+                           splits=list(info["splits"]), info=dict(info))
