@@ -47,7 +47,10 @@ def _spec(source: str, test_cache: Path) -> dict[str, Any]:
     return {"source": source, "max_files_per_class": 25}
 
 
-@pytest.fixture(scope="module", params=TASK_SOURCES)
+OFFLINE_SOURCES = [source for source in TASK_SOURCES if source != "hf_dataset"]  # hf_dataset needs the hub
+
+
+@pytest.fixture(scope="module", params=OFFLINE_SOURCES)
 def built(request: pytest.FixtureRequest, test_cache: Path) -> tuple[dict[str, Any], TaskData]:
     """Each source's task built once (seed 0) into the session's cache."""
     spec = _spec(request.param, test_cache)
@@ -130,3 +133,11 @@ def test_corrupt_pool_is_rebuilt(tmp_path: Path) -> None:
     (folder / MANIFEST_FILE).write_text("{not json")
     assert build_task("lang", spec, 10, 5, 5, seed=0, cache_root=tmp_path) == first
     assert not [p for p in folder.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_hub_task_unreachable_offline_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hub here: with the hub switched off and nothing cached, validation names the key and says what to do."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = {"source": "hf_dataset", "path": "fancyzhx/ag_news", "text_field": "text", "label_field": "label"}
+    with pytest.raises(ConfigError, match=r"eval\.tasks\.news\.path.*make prefetch"):
+        validate_task_spec("news", spec)
