@@ -24,6 +24,12 @@ BAD_INPUTS = [
     (["sae.architecture=transcoder"], ConfigError, r"sae\.architecture='transcoder'.*relu.*topk"),
     (["model=pythia-160m-deduped"], OfflineError, r"pythia-160m-deduped.*not in the Hugging Face cache"),
     (["model=gemma-2-2b"], OfflineError, r"gemma-2-2b.*make prefetch"),
+    (["eval.evals=[core,autointerp]"], ConfigError, r"eval\.evals=\['core', 'autointerp'\]: a non-empty list drawn from core, absorption"),
+    (["eval.sparse_probing.tasks=[sentiment]"], ConfigError, r"eval\.sparse_probing\.tasks='sentiment': a task defined under eval\.tasks"),
+    (["eval.absorption.test_fraction=1.5"], ConfigError, r"eval\.absorption\.test_fraction=1\.5: a number in \[0, 1\)"),
+    (["eval.absorption.prompt_template=spell it"], ConfigError, r"eval\.absorption\.prompt_template='spell it'.*\{word\}"),
+    (["eval.tasks.gettext_language.languages=[de,xx]"], ConfigError, r"eval\.tasks\.gettext_language\.languages='xx'"),
+    (["eval.ood.k=0"], ConfigError, r"eval\.ood\.k=0: a positive integer"),
 ]
 
 

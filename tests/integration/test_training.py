@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
+
 import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
@@ -15,6 +18,14 @@ pytestmark = pytest.mark.slow
 CORE_METRICS = (
     "core/mse", "core/l0", "core/dead_frac", "core/explained_variance", "core/explained_variance_uncentered",
     "core/ce_loss_clean", "core/ce_loss_sae", "core/ce_loss_zero", "core/ce_loss_recovered", "core/kl_div",
+)
+
+EVAL_METRICS = (
+    "absorption/n_letters", "absorption/enough_letters", "absorption/mean_full_absorption_score",
+    "absorption/mean_absorption_fraction_score", "absorption/full_absorption_complement", "absorption/mean_num_split_features",
+    *(f"sparse_probing/{side}_top_{k}_test_accuracy" for side in ("sae", "llm") for k in (1, 2, 5)),
+    "sparse_probing/llm_test_accuracy", "ood/sae_auc_id", "ood/sae_auc_ood", "ood/dense_auc_id", "ood/dense_auc_ood",
+    "ood/gap_to_dense",
 )
 
 
@@ -46,6 +57,10 @@ def test_smoke_run_logs_everything_and_rerun_is_skipped(smoke_run, mlflow_uri) -
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "sae", "training_curves.png"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "sae")} == {"sae/cfg.json", "sae/sae_weights.safetensors"}
+    assert set(EVAL_METRICS) <= set(run.data.metrics)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "evals")} == {
+        "evals/absorption_per_letter.json", "evals/sparse_probing_per_task.json", "evals/ood_per_task.json"}
+    assert run.data.tags["absorption_status"] == "ok" or run.data.tags["absorption_status"].startswith("too few letters")
     history = client.get_metric_history(run.info.run_id, "train/mse")
     assert len(history) >= 3 and history[-1].value < history[0].value
     assert metrics["core/explained_variance"] == run.data.metrics["core/explained_variance"]
@@ -95,3 +110,38 @@ def test_evaluate_a_saved_folder_logs_a_new_run(smoke_run, mlflow_uri) -> None:
     runs = MlflowClient(tracking_uri=mlflow_uri).search_runs(
         MlflowClient(tracking_uri=mlflow_uri).get_experiment_by_name("masksae").experiment_id, f"tags.sae_path = '{folder.resolve()}'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_eval_metrics_are_sane_and_tables_add_up(smoke_run, mlflow_uri) -> None:
+    """Real signal on real text: dense residual probes separate the offline tasks; tables agree with the metrics."""
+    cfg, metrics = smoke_run
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    run_id = _run_of(client, run_key(cfg)).info.run_id
+    assert metrics["sparse_probing/llm_test_accuracy"] > 0.7
+    assert metrics["ood/dense_auc_id"] > 0.8
+    assert 0.4 <= metrics["sparse_probing/sae_top_1_test_accuracy"] <= metrics["sparse_probing/llm_test_accuracy"] + 0.1
+    assert metrics["ood/gap_to_dense"] == pytest.approx(metrics["ood/dense_auc_ood"] - metrics["ood/sae_auc_ood"], abs=1e-9)
+    assert metrics["absorption/full_absorption_complement"] == pytest.approx(1 - metrics["absorption/mean_full_absorption_score"])
+    with tempfile.TemporaryDirectory() as scratch:
+        rows = json.loads(open(client.download_artifacts(run_id, "evals/sparse_probing_per_task.json", scratch)).read())
+        letters = json.loads(open(client.download_artifacts(run_id, "evals/absorption_per_letter.json", scratch)).read())
+    assert len(rows) == metrics["sparse_probing/n_tasks"] >= 10
+    assert {row["task"].split("/")[0] for row in rows} == {"gettext_language", "code_language", "man_section"}
+    assert sum(row["sae_top_1_test_accuracy"] for row in rows) / len(rows) == pytest.approx(metrics["sparse_probing/sae_top_1_test_accuracy"])
+    assert [row["letter"] for row in letters] == list("abcdefghijklmnopqrstuvwxyz")
+
+
+def test_evaluate_re_runs_chosen_evals_into_the_same_run(smoke_run, mlflow_uri) -> None:
+    """`python -m evaluate run_id=...` with absorption only: same numbers (deterministic), written into that run."""
+    from masksae import api
+
+    cfg, metrics = smoke_run
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    run_id = _run_of(client, run_key(cfg)).info.run_id
+    again = api.evaluate(run_id, f"paths.cache_dir={cfg.paths.cache_dir}", "eval.evals=[absorption]",
+                         f"eval.absorption.words_per_letter={cfg.eval.absorption.words_per_letter}", tracking_uri=mlflow_uri)
+    assert not any(name.startswith(("core/", "sparse_probing/", "ood/")) for name in again)
+    for name in ("absorption/mean_full_absorption_score", "absorption/mean_absorption_fraction_score", "absorption/n_letters"):
+        assert again[name] == pytest.approx(metrics[name], abs=1e-9)
+    history = client.get_metric_history(run_id, "absorption/n_letters")
+    assert len(history) == 2 and client.get_run(run_id).info.status == "FINISHED"

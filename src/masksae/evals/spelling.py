@@ -103,13 +103,13 @@ def word_activations(model: LoadedModel, layer: int, prompts: list[list[int]], b
 def fit_letter_probe(
     train_acts_ND: torch.Tensor, train_letter_N: torch.Tensor, test_acts_ND: torch.Tensor, test_letter_N: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """26 one-vs-rest logistic probes (weights in raw residual space), with each letter's F1 on the test words.
+    """26 one-vs-rest class-balanced logistic probes (weights in raw residual space), each letter's F1 on the test words.
 
     Inputs are divided by one global scale (per-dimension RMS 1) for conditioning; directions are unchanged.
     """
     scale = float(train_acts_ND.pow(2).mean().sqrt())
     x_train = (train_acts_ND / scale).numpy()
-    probe = OneVsRestClassifier(LogisticRegression(max_iter=2000)).fit(x_train, train_letter_N.numpy())
+    probe = OneVsRestClassifier(LogisticRegression(max_iter=2000, class_weight="balanced")).fit(x_train, train_letter_N.numpy())
     classes = list(probe.classes_)
     W_LD = torch.zeros(len(LETTERS), train_acts_ND.shape[1])
     b_L = torch.full((len(LETTERS),), -1e9)
