@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from masksae.evals.absorption import AbsorptionSettings, letter_results, summarise
-from masksae.evals.spelling import LETTERS, SpellingSetup, fit_letter_probe
+from masksae.evals.spelling import SpellingSetup, fit_letter_probe
 from masksae.saes import SparseAutoencoder, build_sae
 
 N_LETTERS, CHILDREN, GENERIC, D_IN = 6, 50, 200, 320

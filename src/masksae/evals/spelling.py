@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
@@ -149,8 +148,3 @@ def as_setup(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> Sp
         test_acts_ND=tensors["test_acts_ND"], test_letter_N=tensors["test_letter_N"], test_words=list(info["test_words"]),
         probe_W_LD=tensors["probe_W_LD"], probe_b_L=tensors["probe_b_L"], probe_f1_L=tensors["probe_f1_L"],
     )
-
-
-def letter_counts(letter_N: torch.Tensor) -> np.ndarray:
-    """How many words of each letter, [26]."""
-    return np.bincount(letter_N.numpy(), minlength=len(LETTERS))
