@@ -46,6 +46,7 @@ def train() -> None:
 def _evaluate_app(cfg: DictConfig) -> None:
     from masksae.evaluation import evaluate_main
 
+    logging.getLogger("masksae").setLevel(logging.INFO)
     try:
         results = evaluate_main(cfg)
     except (ConfigError, OfflineError) as error:
