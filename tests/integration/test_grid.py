@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_multirun_grid_logs_one_finished_run_per_point(session_env, repo_root, mlflow_uri) -> None:
     command = [sys.executable, "-m", "train", "-m", "mask_prob=0,0.2", "sae=topk,jumprelu", "debug=smoke", "tracking.experiment=grid-test"]
-    done = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stderr[-4000:]
     client = MlflowClient(tracking_uri=mlflow_uri)
     runs = client.search_runs(client.get_experiment_by_name("grid-test").experiment_id)
