@@ -79,9 +79,7 @@ def classify(plan: Plan) -> None:
 
 def _launch(plan: Plan, launcher: Any, config: DictConfig) -> list[str]:
     """Launch the points to run as one array; returns the error of each job that failed in Python."""
-    submit = [p for p in plan.points if p.action in plans.SUBMITTED]
-    for task, point in enumerate(submit):
-        point.task = task
+    submit = [p for p in plan.points if p.task is not None]
     if not submit:
         return []
     if plan.launcher == "submitit_local":  # slurm jobs get it from the launcher's `setup` lines
@@ -114,6 +112,8 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
 
         print(report(plan, configs, config.hydra.launcher))
         return []
+    for task, point in enumerate(p for p in plan.points if p.action in plans.SUBMITTED):
+        point.task = task
     path = plan_path(configs[0], plan.sweep_id)
     Path(plan.sweep_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, Path(plan.sweep_dir) / "multirun.yaml")
