@@ -31,6 +31,13 @@ def _positive_int(cfg: DictConfig, key: str) -> int:
 
 def validate_config(cfg: DictConfig) -> int:
     """Every check that needs no LLM compute; returns the mask token id. Raises ConfigError / OfflineError."""
+    validate_offline(cfg)
+    tokenizer = tokenizer_for(cfg)
+    return resolve_mask_token_id(tokenizer, cfg.model.get("mask_token"), cfg.model.get("mask_token_id"))
+
+
+def validate_offline(cfg: DictConfig) -> None:
+    """The checks that need neither the tokenizer nor the network (a sweep runs them on every point before submitting)."""
     validate_mask_prob(cfg.mask_prob)
     validate_model_config(cfg.model, cfg.layer)
     validate_sae_config(cfg.sae, int(cfg.model.d_model))
@@ -43,8 +50,6 @@ def validate_config(cfg: DictConfig) -> int:
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(key, value, "a non-negative integer")
-    tokenizer = tokenizer_for(cfg)
-    return resolve_mask_token_id(tokenizer, cfg.model.get("mask_token"), cfg.model.get("mask_token_id"))
 
 
 def describe(cfg: DictConfig) -> str:

@@ -15,7 +15,11 @@ from masksae.launch import plan as plans
 from masksae.launch import slurm
 from masksae.launch.heartbeat import STALE_AFTER_S
 from masksae.launch.plan import Plan, Point
+from masksae.errors import ConfigError
 from masksae.tracking import SWEEP_ID_ENV, run_key, tracking_uri
+
+# Smallest allowed value of each resource under `launcher.`.
+LAUNCHER_MINIMUM = {"gpus": 0, "cpus": 1, "mem_gb": 1, "time_min": 1, "parallel": 1}
 
 
 class SweepFailed(RuntimeError):
@@ -28,6 +32,14 @@ def task_config(full: DictConfig) -> DictConfig:
     with open_dict(task):
         task.pop("hydra", None)
     return task
+
+
+def validate_launcher(cfg: DictConfig) -> None:
+    """Resources under `launcher.` are integers with sensible minimums; ConfigError names the first bad one."""
+    for name, low in LAUNCHER_MINIMUM.items():
+        value = cfg.launcher.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"launcher.{name}", value, f"an integer >= {low}")
 
 
 def launcher_kind(config: DictConfig) -> str:
@@ -101,7 +113,12 @@ def _launch(plan: Plan, launcher: Any, config: DictConfig) -> list[str]:
 def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callable[[Sequence[str]], DictConfig],
               launcher: Any, dry_run: bool) -> list[Any]:
     """Plan every grid point, print or launch, wait, write the plan and print the summary; raise SweepFailed on failures."""
+    from masksae.pipeline import validate_offline
+
     configs = [task_config(compose(job)) for job in jobs]
+    for cfg in configs:  # before anything is submitted: one bad point stops the whole sweep
+        validate_launcher(cfg)
+        validate_offline(cfg)
     plan = build_plan(config, configs, jobs)
     classify(plan)
     for point in plan.points:
