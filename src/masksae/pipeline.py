@@ -17,7 +17,7 @@ from masksae.masking import resolve_mask_token_id, validate_mask_prob
 from masksae.models import hook_name, validate_model_config
 from masksae.resources import activation_spec, clean_validation_activations, get_activations, run_dir, shared_model, tokenizer_for
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
-from masksae.tracking import log_metrics, run_key, tracked_run
+from masksae.tracking import lightning_logger, log_metrics, run_key, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,6 @@ def train_one(cfg: DictConfig) -> dict[str, float] | None:
 def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, run: Any) -> dict[str, float]:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import MLFlowLogger
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from masksae.datamodule import ActivationDataModule
@@ -108,7 +107,7 @@ def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, r
         max_epochs=1,
         val_check_interval=min(int(cfg.training.val_every_steps), total_steps),
         gradient_clip_val=cfg.training.grad_clip,
-        logger=MLFlowLogger(tracking_uri=run.uri, run_id=run.run_id),
+        logger=lightning_logger(run),
         callbacks=[checkpoints],
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
         default_root_dir=str(folder),

@@ -156,6 +156,18 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any,
     client.set_terminated(run_id, status="FINISHED")
 
 
+def lightning_logger(run: TrackedRun) -> Any:
+    """Lightning's MLFlowLogger on this run, except that it never ends the run (Lightning marks it FINISHED when fit
+    returns, before evals and export, so a job killed during evals would look like a success; tracked_run ends it)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    class RunOwnedByTrackedRun(MLFlowLogger):
+        def finalize(self, status: str = "success") -> None:
+            return None
+
+    return RunOwnedByTrackedRun(tracking_uri=run.uri, run_id=run.run_id)
+
+
 def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: int) -> None:
     """Log a dict of final metrics in one batch request."""
     import time
