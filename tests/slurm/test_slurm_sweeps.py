@@ -20,16 +20,18 @@ SMOKE = ["experiment=local_sweep", "launcher=slurm", "training.epochs=4"]
 ONE_POINT = ["hydra.sweeper.params.mask_prob=0", "hydra.sweeper.params.sae=topk"]
 
 
-def _train(args: list[str], env: dict[str, str], tmp: Path, **kwargs) -> subprocess.Popen:
-    out = open(tmp / f"driver-{time.monotonic_ns()}.log", "w+")
-    return subprocess.Popen([sys.executable, "-m", "train", "-m", *args, f"hydra.sweep.dir={tmp / 'sweep'}"],
-                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=out, stderr=subprocess.STDOUT, text=True, **kwargs)
+def _train(args: list[str], env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, Path]:
+    """A sweep driver (`python -m train -m`) in the background, its output in a log file."""
+    log = tmp / "driver.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "train", "-m", *args, f"hydra.sweep.dir={tmp / 'sweep'}"],
+                                   cwd=Path(__file__).resolve().parents[2], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return process, log
 
 
-def _finish(process: subprocess.Popen, timeout: float) -> str:
-    process.wait(timeout=timeout)
-    process.stdout.seek(0)
-    return process.stdout.read()
+def _finish(driver: tuple[subprocess.Popen, Path], timeout: float) -> str:
+    driver[0].wait(timeout=timeout)
+    return driver[1].read_text()
 
 
 def _runs(uri: str, experiment: str) -> list:
@@ -104,40 +106,67 @@ def test_relaunch_skips_every_finished_run_without_submitting(smoke_sweep, tmp_p
     assert len(_runs(env["MLFLOW_TRACKING_URI"], "masksae")) == 4
 
 
-def test_job_requeued_mid_training_resumes_into_one_run_with_the_same_result(smoke_sweep, tmp_path) -> None:
-    env = dict(smoke_sweep["env"], MASKSAE_OUTPUT_DIR=str(tmp_path / "outputs"))
-    driver = _train([*SMOKE, *ONE_POINT, "tracking.experiment=requeue"], env, tmp_path)
-    checkpoints = tmp_path / "outputs" / "runs"
-    _wait_for(lambda: list(checkpoints.glob("*/checkpoints/last.ckpt")), 600, "the first checkpoint", poll=0.2)
-    run = _wait_for(lambda: _runs(env["MLFLOW_TRACKING_URI"], "requeue"), 30, "the MLflow run")[0]
-    job_id = run.data.tags["slurm_job_id"]
-    subprocess.run(["scontrol", "requeue", job_id], check=True)
-    output = _finish(driver, timeout=600)
-    assert "1 finished / 0 skipped / 0 resumed / 0 failed / 0 running" in output, output[-3000:]
-    runs = _runs(env["MLFLOW_TRACKING_URI"], "requeue")
-    assert len(runs) == 1, output[-3000:]
-    resumed = runs[0]
-    assert resumed.info.status == "FINISHED" and resumed.data.tags["resume_count"] == "1" and "error" not in resumed.data.tags
-    assert resumed.data.tags["slurm_job_id"] == job_id
-    reference = next(r for r in _runs(env["MLFLOW_TRACKING_URI"], "masksae") if r.data.tags["run_key"] == resumed.data.tags["run_key"])
-    for name in ("core/mse", "core/explained_variance", "core/l0", "core/ce_loss_sae", "train/activation_scale"):
-        assert resumed.data.metrics[name] == pytest.approx(reference.data.metrics[name], rel=1e-4), name
-
-
-def test_hard_killed_job_ends_failed_and_the_summary_reports_it(smoke_sweep, tmp_path) -> None:
-    env = dict(smoke_sweep["env"], MASKSAE_OUTPUT_DIR=str(tmp_path / "outputs"))
-    driver = _train([*SMOKE, *ONE_POINT, "tracking.experiment=killed"], env, tmp_path)
-    run = _wait_for(lambda: [r for r in _runs(env["MLFLOW_TRACKING_URI"], "killed") if r.info.status == "RUNNING"], 600, "a RUNNING run")[0]
-    job_id = run.data.tags["slurm_job_id"]
-    pids = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=True).stdout.split("\n")[1:]
-    for pid in [int(line.split()[0]) for line in pids if line.strip()]:
+def _hard_kill(job_id: str) -> None:
+    """SIGKILL every process of the job that runs submitit (the job cannot write a result or end its MLflow run)."""
+    listed = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=True).stdout.split("\n")[1:]
+    for pid in [int(line.split()[0]) for line in listed if line.strip()]:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
             if b"submitit" in cmdline.read():
                 os.kill(pid, signal.SIGKILL)
-    output = _finish(driver, timeout=300)
-    assert driver.returncode != 0
-    assert "0 finished / 0 skipped / 0 resumed / 1 failed" in output, output[-3000:]
-    failed = _runs(env["MLFLOW_TRACKING_URI"], "killed")
+
+
+@pytest.fixture(scope="module")
+def interrupted(smoke_sweep, tmp_path_factory) -> dict:
+    """Two one-job sweeps side by side: one requeued (`scontrol requeue`) after its first checkpoint, one SIGKILLed once
+    its MLflow run is RUNNING. Each has its own output root, so neither sees the smoke sweep's checkpoints."""
+    jobs = {}
+    for name in ("requeue", "killed"):
+        tmp = tmp_path_factory.mktemp(name)
+        env = dict(smoke_sweep["env"], MASKSAE_OUTPUT_DIR=str(tmp / "outputs"))
+        jobs[name] = {"env": env, "tmp": tmp, "driver": _train([*SMOKE, *ONE_POINT, f"tracking.experiment={name}"], env, tmp)}
+    uri = smoke_sweep["env"]["MLFLOW_TRACKING_URI"]
+
+    def act() -> bool:
+        for name, job in jobs.items():
+            if "job_id" in job:
+                continue
+            runs = [r for r in _runs(uri, name) if r.info.status == "RUNNING"]
+            ready = list((job["tmp"] / "outputs" / "runs").glob("*/checkpoints/last.ckpt")) if name == "requeue" else True
+            if runs and ready:
+                job["job_id"] = runs[0].data.tags["slurm_job_id"]
+                if name == "requeue":
+                    subprocess.run(["scontrol", "requeue", job["job_id"]], check=True)
+                else:
+                    _hard_kill(job["job_id"])
+        return all("job_id" in job for job in jobs.values())
+
+    _wait_for(act, 600, "both jobs to reach their interruption point", poll=0.3)
+    for job in jobs.values():
+        job["output"] = _finish(job["driver"], timeout=600)
+        job["returncode"] = job["driver"][0].returncode
+    return jobs
+
+
+def test_job_requeued_mid_training_resumes_into_one_run_with_the_same_result(smoke_sweep, interrupted) -> None:
+    job, uri = interrupted["requeue"], smoke_sweep["env"]["MLFLOW_TRACKING_URI"]
+    assert job["returncode"] == 0, job["output"][-3000:]
+    assert "1 finished / 0 skipped / 0 resumed / 0 failed / 0 running" in job["output"]
+    runs = _runs(uri, "requeue")
+    assert len(runs) == 1
+    resumed = runs[0]
+    assert resumed.info.status == "FINISHED" and resumed.data.tags["resume_count"] == "1" and "error" not in resumed.data.tags
+    assert resumed.data.tags["slurm_job_id"] == job["job_id"]
+    assert resumed.data.metrics["train/activation_scale"] > 0
+    reference = next(r for r in _runs(uri, "masksae") if r.data.tags["run_key"] == resumed.data.tags["run_key"])
+    for name in ("core/mse", "core/explained_variance", "core/l0", "core/ce_loss_sae", "core/dead_frac"):
+        assert resumed.data.metrics[name] == pytest.approx(reference.data.metrics[name], rel=1e-4), name
+
+
+def test_hard_killed_job_ends_failed_and_the_summary_reports_it(smoke_sweep, interrupted) -> None:
+    job, uri = interrupted["killed"], smoke_sweep["env"]["MLFLOW_TRACKING_URI"]
+    assert job["returncode"] != 0
+    assert "0 finished / 0 skipped / 0 resumed / 1 failed / 0 running" in job["output"], job["output"][-3000:]
+    failed = _runs(uri, "killed")
     assert len(failed) == 1 and failed[0].info.status == "FAILED"
-    assert f"SLURM job {job_id} ended" in failed[0].data.tags["error"]
-    assert _sacct(job_id) in ("FAILED", "CANCELLED")
+    assert f"SLURM job {job['job_id']} ended" in failed[0].data.tags["error"]
+    assert _sacct(job["job_id"]) in ("FAILED", "CANCELLED")
