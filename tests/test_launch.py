@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from mlflow import MlflowClient
 
 from masksae.launch.plan import Plan, Point, reconcile, summary

@@ -63,7 +63,7 @@ def build_plan(config: DictConfig, configs: list[DictConfig], jobs: Sequence[Seq
     first = configs[0]
     plan = Plan(sweep_id=os.environ.get(SWEEP_ID_ENV, ""), tracking_uri=tracking_uri(first.tracking.get("uri")),
                 experiment=str(first.tracking.experiment), launcher=launcher_kind(config), sweep_dir=str(config.hydra.sweep.dir))
-    for index, (cfg, job) in enumerate(zip(configs, jobs)):
+    for index, (cfg, job) in enumerate(zip(configs, jobs, strict=True)):
         key = run_key(cfg)
         plan.points.append(Point(index=index, overrides=list(job), run_key=key, name=describe(cfg),
                                  checkpoint=str(run_dir(cfg, key) / "checkpoints" / "last.ckpt")))

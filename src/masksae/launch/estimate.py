@@ -49,7 +49,7 @@ def job_hours(cfg: DictConfig, computes_cache: bool) -> float:
 
 def report(plan: Plan, configs: list[DictConfig], launcher: DictConfig) -> str:
     """Jobs to submit, per-job resources, estimated and requested GPU-hours, and activation-cache disk against free space."""
-    chosen = [(p, cfg) for p, cfg in zip(plan.points, configs) if p.action in SUBMITTED]
+    chosen = [(p, cfg) for p, cfg in zip(plan.points, configs, strict=True) if p.action in SUBMITTED]
     actions = {a: sum(p.action == a for p in plan.points) for a in ("skip", "running", "resume", "rerun", "new")}
     params = OmegaConf.to_container(launcher, resolve=True)
     gpus = int(params.get("gpus_per_node") or 0)
