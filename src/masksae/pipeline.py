@@ -31,13 +31,13 @@ def _positive_int(cfg: DictConfig, key: str) -> int:
 
 def validate_config(cfg: DictConfig) -> int:
     """Every check that needs no LLM compute; returns the mask token id. Raises ConfigError / OfflineError."""
-    validate_offline(cfg)
+    validate_settings(cfg)
     tokenizer = tokenizer_for(cfg)
     return resolve_mask_token_id(tokenizer, cfg.model.get("mask_token"), cfg.model.get("mask_token_id"))
 
 
-def validate_offline(cfg: DictConfig) -> None:
-    """The checks that need neither the tokenizer nor the network (a sweep runs them on every point before submitting)."""
+def validate_settings(cfg: DictConfig) -> None:
+    """The checks that need no tokenizer (a sweep runs them on every point before submitting); hub models must be reachable."""
     validate_mask_prob(cfg.mask_prob)
     validate_model_config(cfg.model, cfg.layer)
     validate_sae_config(cfg.sae, int(cfg.model.d_model))

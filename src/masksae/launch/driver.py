@@ -15,7 +15,7 @@ from masksae.launch import plan as plans
 from masksae.launch import slurm
 from masksae.launch.heartbeat import STALE_AFTER_S
 from masksae.launch.plan import Plan, Point
-from masksae.errors import ConfigError
+from masksae.errors import ConfigError, OfflineError
 from masksae.tracking import SWEEP_ID_ENV, run_key, tracking_uri
 
 # Smallest allowed value of each resource under `launcher.`.
@@ -110,15 +110,32 @@ def _launch(plan: Plan, launcher: Any, config: DictConfig) -> list[str]:
     return errors
 
 
+def _validate(configs: list[DictConfig], dry_run: bool) -> str | None:
+    """Check every point before anything is submitted: a bad one stops the sweep with a one-line error (exit 2).
+    A dry run only warns when a hub model is not reachable (returned), since it runs where the model may not be yet."""
+    from masksae.cli import EXIT_BAD_INPUT
+    from masksae.pipeline import validate_settings
+
+    for cfg in configs:
+        try:
+            validate_launcher(cfg)
+            validate_settings(cfg)
+        except OfflineError as error:
+            if dry_run:
+                return str(error)
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+    return None
+
+
 def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callable[[Sequence[str]], DictConfig],
               launcher: Any, dry_run: bool) -> list[Any]:
     """Plan every grid point, print or launch, wait, write the plan and print the summary; raise SweepFailed on failures."""
-    from masksae.pipeline import validate_offline
-
     configs = [task_config(compose(job)) for job in jobs]
-    for cfg in configs:  # before anything is submitted: one bad point stops the whole sweep
-        validate_launcher(cfg)
-        validate_offline(cfg)
+    offline = _validate(configs, dry_run)
     plan = build_plan(config, configs, jobs)
     classify(plan)
     for point in plan.points:
@@ -128,6 +145,8 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
         from masksae.launch.estimate import report
 
         print(report(plan, configs, config.hydra.launcher))
+        if offline:
+            print(f"[dry run] WARNING: {offline}")
         return []
     for task, point in enumerate(p for p in plan.points if p.action in plans.SUBMITTED):
         point.task = task
