@@ -74,7 +74,7 @@ def status(sweep_id: str | None, stale_after_s: float) -> int:
     states = slurm.job_states([p.slurm_job_id for p in plan.points if p.slurm_job_id])
     print(f"{'#':>3} {'action':7} {'mlflow':9} {'slurm':12} {'job':10} name")
     for p in plan.points:
-        print(f"{p.index:>3} {p.action:7} {p.status or '-':9} {states.get(p.slurm_job_id or '', '-'):12} {p.slurm_job_id or '-':10} {p.name}"
+        print(f"{p.index:>3} {p.action:7} {p.status or '-':9} {states.get(p.slurm_job_id, 'PENDING') if p.slurm_job_id else '-':12} {p.slurm_job_id or '-':10} {p.name}"
               + (f"  ({p.reason[:120]})" if p.reason else ""))
     plan.save(path)
     print(plans.summary_line(plan))
