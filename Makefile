@@ -1,4 +1,4 @@
-# masksae: set-up, the default run, tests, MLflow UI. `make help` lists the targets.
+# masksae: set-up, the default run, tests, MLflow UI, cluster sweeps. `make help` lists the targets.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV ?= .venv
@@ -7,9 +7,25 @@ TORCH_VERSION ?= 2.13.0
 MLFLOW_PORT ?= 5000
 MLFLOW_STORE ?= sqlite:///$(CURDIR)/mlflow.db
 MLFLOW_ARTIFACTS ?= $(CURDIR)/mlartifacts
+MLFLOW_SERVER_PORT ?= 5001
+MASKSAE_SLURM_DIR ?= /var/tmp/masksae-slurm
+SWEEP_DRIVER ?= detached
 export PYTHONUNBUFFERED := 1
+export MASKSAE_SLURM_DIR
+# The local single-node SLURM (make slurm-up) is used when it exists and no other SLURM_CONF is set.
+ifneq ($(wildcard $(MASKSAE_SLURM_DIR)/etc/slurm.conf),)
+export SLURM_CONF ?= $(MASKSAE_SLURM_DIR)/etc/slurm.conf
+endif
+# Sweep jobs log through the MLflow server (make mlflow-server) unless MLFLOW_TRACKING_URI is set.
+SWEEP_TRACKING_URI = $(or $(MLFLOW_TRACKING_URI),http://127.0.0.1:$(MLFLOW_SERVER_PORT))
+# sweep EXPERIMENT: submit the preset's grid on SLURM and return (DRY_RUN=1: print the jobs, GPU-hours and disk instead).
+define sweep
+$(if $(DRY_RUN),$(PY) -m train -m experiment=$(1) launcher=slurm hydra.sweeper.dry_run=true $(ARGS),\
+  MLFLOW_TRACKING_URI=$(SWEEP_TRACKING_URI) $(PY) -m masksae.launch submit --driver $(SWEEP_DRIVER) experiment=$(1) launcher=slurm $(ARGS))
+endef
 
-.PHONY: help install install-extra-models demo test mlflow-ui clean-outputs
+.PHONY: help install install-extra-models demo test mlflow-ui clean-outputs slurm-up slurm-down mlflow-server \
+	mlflow-server-stop sweep-local sweep-gemma sweep-pythia sweep-status prefetch
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,6 +57,33 @@ test: install ## the test suite (loads the real model once; ~6-9 min on 2 cores)
 mlflow-ui: install ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the local store
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
 	  --backend-store-uri $(MLFLOW_STORE) --default-artifact-root $(MLFLOW_ARTIFACTS)
+
+slurm-up: ## start a single-node SLURM with accounting on this machine (installs it as root; idempotent)
+	slurm/up.sh
+
+slurm-down: ## stop the local SLURM daemons (state and accounting kept)
+	slurm/down.sh
+
+mlflow-server: install ## MLflow server for sweeps on 127.0.0.1:$(MLFLOW_SERVER_PORT) in the background (schema made first)
+	PY=$(PY) MLFLOW_PORT=$(MLFLOW_SERVER_PORT) MLFLOW_STORE=$(MLFLOW_STORE) MLFLOW_ARTIFACTS=$(MLFLOW_ARTIFACTS) slurm/mlflow-server.sh start
+
+mlflow-server-stop: ## stop the background MLflow server
+	PY=$(PY) MLFLOW_PORT=$(MLFLOW_SERVER_PORT) slurm/mlflow-server.sh stop
+
+sweep-local: install slurm-up $(if $(MLFLOW_TRACKING_URI),,mlflow-server) ## reduced grid (4 smoke jobs, default offline model) on the local SLURM; returns once submitted
+	$(call sweep,local_sweep)
+
+sweep-gemma: install $(if $(or $(DRY_RUN),$(MLFLOW_TRACKING_URI)),,mlflow-server) ## Gemma-2-2B layer 12 grid on SLURM (DRY_RUN=1: jobs, resources, GPU-hours, disk)
+	$(call sweep,gemma_sweep)
+
+sweep-pythia: install $(if $(or $(DRY_RUN),$(MLFLOW_TRACKING_URI)),,mlflow-server) ## Pythia-160M-deduped layer 8 grid on SLURM (DRY_RUN=1 as above)
+	$(call sweep,pythia_sweep)
+
+sweep-status: install ## each run of the last sweep (or SWEEP=<id>) in MLflow and SLURM; silent deaths marked FAILED
+	MLFLOW_TRACKING_URI=$(SWEEP_TRACKING_URI) $(PY) -m masksae.launch status $(SWEEP)
+
+prefetch: install ## fill the shared HF cache on a login node: MODEL=gemma-2-2b|pythia-160m-deduped DATA=hf_stream
+	$(PY) -m masksae.launch prefetch $(if $(MODEL),model=$(MODEL)) $(if $(DATA),data=$(DATA))
 
 clean-outputs: ## remove local runs, MLflow store and artifacts (caches under ~/.cache/masksae stay)
 	rm -rf outputs mlflow.db mlartifacts mlruns

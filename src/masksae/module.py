@@ -60,7 +60,10 @@ class SAETrainingModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.sae.before_optimizer_step()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Inside the step, not in on_train_batch_end: checkpoint callbacks run before the module's hooks, and a
+        # checkpoint taken before this projection would resume from other weights than the uninterrupted run.
         self.sae.after_optimizer_step()
 
     def on_validation_epoch_start(self) -> None:

@@ -18,7 +18,7 @@ from masksae.masking import resolve_mask_token_id, validate_mask_prob
 from masksae.models import hook_name, validate_model_config
 from masksae.resources import activation_spec, clean_validation_activations, get_activations, run_dir, shared_model, tokenizer_for
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
-from masksae.tracking import log_eval_result, run_key, tracked_run
+from masksae.tracking import lightning_logger, log_eval_result, run_key, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,13 @@ def _positive_int(cfg: DictConfig, key: str) -> int:
 
 def validate_config(cfg: DictConfig) -> int:
     """Every check that needs no LLM compute; returns the mask token id. Raises ConfigError / OfflineError."""
+    validate_settings(cfg)
+    tokenizer = tokenizer_for(cfg)
+    return resolve_mask_token_id(tokenizer, cfg.model.get("mask_token"), cfg.model.get("mask_token_id"))
+
+
+def validate_settings(cfg: DictConfig) -> None:
+    """The checks that need no tokenizer (a sweep runs them on every point before submitting); hub models must be reachable."""
     validate_mask_prob(cfg.mask_prob)
     validate_model_config(cfg.model, cfg.layer)
     validate_sae_config(cfg.sae, int(cfg.model.d_model))
@@ -44,8 +51,6 @@ def validate_config(cfg: DictConfig) -> int:
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(key, value, "a non-negative integer")
-    tokenizer = tokenizer_for(cfg)
-    return resolve_mask_token_id(tokenizer, cfg.model.get("mask_token"), cfg.model.get("mask_token_id"))
 
 
 def describe(cfg: DictConfig) -> str:
@@ -69,7 +74,6 @@ def train_one(cfg: DictConfig) -> dict[str, float] | None:
 def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, run: Any) -> dict[str, float]:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import MLFlowLogger
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from masksae.datamodule import ActivationDataModule
@@ -104,7 +108,7 @@ def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, r
         max_epochs=1,
         val_check_interval=min(int(cfg.training.val_every_steps), total_steps),
         gradient_clip_val=cfg.training.grad_clip,
-        logger=MLFlowLogger(tracking_uri=run.uri, run_id=run.run_id),
+        logger=lightning_logger(run),
         callbacks=[checkpoints],
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
         default_root_dir=str(folder),

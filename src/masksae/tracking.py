@@ -16,6 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from masksae.launch.heartbeat import heartbeat
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Config sections that do not change what a run computes: left out of the run key.
 NON_KEY_SECTIONS = ("paths", "launcher", "tracking", "eval", "hydra")
@@ -72,6 +74,13 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def slurm_job_id() -> str | None:
+    """This job's SLURM id as squeue/sacct show it: `<array>_<task>` for array tasks, else SLURM_JOB_ID."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
 def tracking_uri(configured: str | None = None) -> str:
     """MLFLOW_TRACKING_URI if set, else the configured URI (`tracking.uri`), else sqlite:///<repo>/mlflow.db."""
     return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
@@ -117,11 +126,14 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any,
         yield None
         return
     tags = {"run_key": key, "sweep_id": os.environ.get(SWEEP_ID_ENV, ""), "git_sha": git_sha()}
-    if os.environ.get("SLURM_JOB_ID"):
-        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    if slurm_job_id():
+        tags["slurm_job_id"] = slurm_job_id()
     if previous is not None and previous.info.status != "FINISHED":
         run_id, resumed = previous.info.run_id, True
         client.update_run(run_id, status="RUNNING")
+        tags["resume_count"] = str(int(previous.data.tags.get("resume_count", "0")) + 1)
+        if "error" in previous.data.tags:  # the interruption it resumes from is not this attempt's error
+            client.delete_tag(run_id, "error")
     else:
         run_id, resumed = client.create_run(experiment_id, run_name=run_name).info.run_id, False
     from mlflow.entities import Param, RunTag
@@ -133,7 +145,8 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any,
         for start in range(0, len(items), 100):
             client.log_batch(run_id, params=items[start : start + 100])
     try:
-        yield client, TrackedRun(run_id=run_id, uri=uri, resumed=resumed)
+        with heartbeat(client, run_id):
+            yield client, TrackedRun(run_id=run_id, uri=uri, resumed=resumed)
     except BaseException as error:
         message = "".join(traceback.format_exception_only(type(error), error)).strip()
         client.set_tag(run_id, "error", message[:5000])
@@ -141,6 +154,18 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any,
         client.set_terminated(run_id, status="KILLED" if interrupted else "FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
+
+
+def lightning_logger(run: TrackedRun) -> Any:
+    """Lightning's MLFlowLogger on this run, except that it never ends the run (Lightning marks it FINISHED when fit
+    returns, before evals and export, so a job killed during evals would look like a success; tracked_run ends it)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    class RunOwnedByTrackedRun(MLFlowLogger):
+        def finalize(self, status: str = "success") -> None:
+            return None
+
+    return RunOwnedByTrackedRun(tracking_uri=run.uri, run_id=run.run_id)
 
 
 def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: int) -> None:

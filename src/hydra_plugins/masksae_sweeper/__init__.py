@@ -1,0 +1,1 @@
+"""Hydra sweeper plugin for masksae grids (`hydra/sweeper: masksae`); the logic lives in masksae.launch.driver."""

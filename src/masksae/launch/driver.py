@@ -1,0 +1,165 @@
+"""The sweep driver inside `python -m train -m`: plan the grid, launch what needs running, wait for SLURM, summarise."""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from masksae.launch import plan as plans
+from masksae.launch import slurm
+from masksae.launch.heartbeat import STALE_AFTER_S
+from masksae.launch.plan import Plan, Point
+from masksae.errors import ConfigError, OfflineError
+from masksae.tracking import SWEEP_ID_ENV, run_key, tracking_uri
+
+# Smallest allowed value of each resource under `launcher.`.
+LAUNCHER_MINIMUM = {"gpus": 0, "cpus": 1, "mem_gb": 1, "time_min": 1, "parallel": 1}
+
+
+class SweepFailed(RuntimeError):
+    """Some runs of the sweep ended FAILED or KILLED (the summary says which)."""
+
+
+def task_config(full: DictConfig) -> DictConfig:
+    """A composed sweep config without its `hydra` node: what the job's task function receives."""
+    task = copy.deepcopy(full)
+    with open_dict(task):
+        task.pop("hydra", None)
+    return task
+
+
+def validate_launcher(cfg: DictConfig) -> None:
+    """Resources under `launcher.` are integers with sensible minimums; ConfigError names the first bad one."""
+    for name, low in LAUNCHER_MINIMUM.items():
+        value = cfg.launcher.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"launcher.{name}", value, f"an integer >= {low}")
+
+
+def launcher_kind(config: DictConfig) -> str:
+    """'slurm', 'submitit_local' or 'basic', from the Hydra launcher's target class."""
+    target = str(config.hydra.launcher.get("_target_", ""))
+    return {"SlurmLauncher": "slurm", "LocalLauncher": "submitit_local"}.get(target.rsplit(".", 1)[-1], "basic")
+
+
+def plan_path(cfg: DictConfig, sweep_id: str) -> Path:
+    """<output root>/sweeps/<sweep_id>/plan.json: the newest launch's plan, read by `make sweep-status`."""
+    from masksae.resources import run_dir
+
+    return run_dir(cfg, "x").parent.parent / "sweeps" / sweep_id / "plan.json"
+
+
+def build_plan(config: DictConfig, configs: list[DictConfig], jobs: Sequence[Sequence[str]]) -> Plan:
+    """One Point per grid point with its run key, run name and checkpoint path."""
+    from masksae.pipeline import describe
+    from masksae.resources import run_dir
+
+    first = configs[0]
+    plan = Plan(sweep_id=os.environ.get(SWEEP_ID_ENV, ""), tracking_uri=tracking_uri(first.tracking.get("uri")),
+                experiment=str(first.tracking.experiment), launcher=launcher_kind(config), sweep_dir=str(config.hydra.sweep.dir))
+    for index, (cfg, job) in enumerate(zip(configs, jobs, strict=True)):
+        key = run_key(cfg)
+        plan.points.append(Point(index=index, overrides=list(job), run_key=key, name=describe(cfg),
+                                 checkpoint=str(run_dir(cfg, key) / "checkpoints" / "last.ckpt")))
+    return plan
+
+
+def classify(plan: Plan) -> None:
+    """Decide each point's action from its newest MLflow run and checkpoint; runs whose job died silently end FAILED first."""
+    client, experiment_id = plans.client_and_experiment(plan)
+    runs = plans.refresh(plan, client, experiment_id)
+    states = slurm.job_states([p.slurm_job_id for p in plan.points if p.status == "RUNNING" and p.slurm_job_id])
+    for point in plan.points:
+        if point.status == "RUNNING":
+            reason = plans.silent_reason(point, runs.get(point.run_key), states, STALE_AFTER_S)
+            if reason is None:
+                point.action = plans.RUNNING
+                continue
+            plans.mark_failed(client, experiment_id, plan, point, reason)
+        if point.status == "FINISHED":
+            point.action = plans.SKIP
+        else:
+            point.action = plans.RESUME if Path(point.checkpoint).exists() else plans.RERUN if point.status else plans.NEW
+        point.slurm_job_id, point.reason = None, None
+
+
+def _launch(plan: Plan, launcher: Any, config: DictConfig) -> list[str]:
+    """Launch the points to run as one array; returns the error of each job that failed in Python."""
+    submit = [p for p in plan.points if p.task is not None]
+    if not submit:
+        return []
+    if plan.launcher == "submitit_local":  # slurm jobs get it from the launcher's `setup` lines
+        os.environ["OMP_NUM_THREADS"] = str(config.hydra.launcher.get("cpus_per_task") or 1)
+    errors: list[str] = []
+    try:
+        results = launcher.launch([p.overrides for p in submit], initial_job_idx=0)
+        errors = [str(r._return_value) for r in results if r.status.name == "FAILED"]
+    except Exception as error:  # a job that died without a result (SLURM kill, OOM): the wait below names it
+        print(f"[masksae] launcher: {type(error).__name__}: {str(error)[:500]}", file=sys.stderr)
+        errors = [str(error)]
+    if plan.launcher == "slurm":
+        plans.wait(plan)
+    else:
+        plans.reconcile(plan)
+    return errors
+
+
+def _validate(configs: list[DictConfig], dry_run: bool) -> str | None:
+    """Check every point before anything is submitted: a bad one stops the sweep with a one-line error (exit 2).
+    A dry run only warns when a hub model is not reachable (returned), since it runs where the model may not be yet."""
+    from masksae.cli import EXIT_BAD_INPUT
+    from masksae.pipeline import validate_settings
+
+    for cfg in configs:
+        try:
+            validate_launcher(cfg)
+            validate_settings(cfg)
+        except OfflineError as error:
+            if dry_run:
+                return str(error)
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+    return None
+
+
+def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callable[[Sequence[str]], DictConfig],
+              launcher: Any, dry_run: bool) -> list[Any]:
+    """Plan every grid point, print or launch, wait, write the plan and print the summary; raise SweepFailed on failures."""
+    configs = [task_config(compose(job)) for job in jobs]
+    offline = _validate(configs, dry_run)
+    plan = build_plan(config, configs, jobs)
+    classify(plan)
+    for point in plan.points:
+        if point.action == plans.SKIP:
+            print(f"[masksae] run {point.run_key} already FINISHED as MLflow run {point.run_id}: skipped", file=sys.stderr)
+    if dry_run:
+        from masksae.launch.estimate import report
+
+        print(report(plan, configs, config.hydra.launcher))
+        if offline:
+            print(f"[dry run] WARNING: {offline}")
+        return []
+    for task, point in enumerate(p for p in plan.points if p.action in plans.SUBMITTED):
+        point.task = task
+    path = plan_path(configs[0], plan.sweep_id)
+    Path(plan.sweep_dir).mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, Path(plan.sweep_dir) / "multirun.yaml")
+    plan.save(path)
+    errors = _launch(plan, launcher, config)
+    plan.save(path)
+    print(plans.summary_line(plan))
+    for point in plan.points:
+        if point.status in ("FAILED", "KILLED"):
+            print(f"[masksae]   FAILED {point.name} (run key {point.run_key}, SLURM {point.slurm_job_id}): {point.reason}")
+    if plans.summary(plan)["failed"]:
+        raise SweepFailed(f"{plans.summary_line(plan)}; first error: {errors[0][:300] if errors else 'see above'}")
+    return [plan]

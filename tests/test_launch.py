@@ -1,0 +1,51 @@
+"""Sweep planning without SLURM: dry-run estimates, bad launcher input, silent runs ended FAILED, the summary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from mlflow import MlflowClient
+
+from masksae.launch.plan import Plan, Point, reconcile, summary
+
+
+def test_gemma_dry_run_shows_the_array_gpu_hours_and_cache_disk(session_env, repo_root) -> None:
+    command = [sys.executable, "-m", "train", "-m", "experiment=gemma_sweep", "launcher=slurm", "hydra.sweeper.dry_run=true",
+               "hydra.sweeper.params.seed=0", "hydra.sweeper.params.sae='topk,jumprelu'"]
+    done = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "60 grid points -> 60 jobs to submit" in done.stdout  # 5 mask rates x 2 architectures x 3 l0 x 2 widths
+    assert "gpus_per_node=1" in done.stdout and "timeout_min=720" in done.stdout
+    assert "at most 720.0 requested (60 jobs x 1 x 12.0 h time limit)" in done.stdout
+    assert "activation caches: 5 " in done.stdout and "x ~921.60 GB" in done.stdout and "= 4.61 TB" in done.stdout
+    assert "#0 new    gemma-2-2b-L12-topk-k32-d18432-p0-s0-ds0" in done.stdout and "Submitted" not in done.stdout + done.stderr
+    assert "WARNING: model gemma-2-2b (google/gemma-2-2b) is not in the Hugging Face cache" in done.stdout  # offline here
+
+
+def test_bad_launcher_value_is_one_line_before_anything_is_submitted(session_env, repo_root) -> None:
+    command = [sys.executable, "-m", "train", "-m", "experiment=local_sweep", "launcher=slurm", "launcher.cpus=0"]
+    done = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "error: invalid config launcher.cpus=0: an integer >= 1"
+
+
+def test_silent_running_run_is_ended_failed_and_counted(mlflow_uri, tmp_path) -> None:
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    experiment_id = client.create_experiment("silent-test")
+    alive = client.create_run(experiment_id, tags={"run_key": "alive", "heartbeat": f"{time.time():.0f}"}).info.run_id
+    silent = client.create_run(experiment_id, tags={"run_key": "silent", "heartbeat": f"{time.time() - 3600:.0f}"}).info.run_id
+    done = client.create_run(experiment_id, tags={"run_key": "done"}).info.run_id
+    client.set_terminated(done, status="FINISHED")
+    points = [Point(index=i, overrides=[], run_key=key, name=key, checkpoint=str(tmp_path / key), action=action)
+              for i, (key, action) in enumerate([("alive", "new"), ("silent", "new"), ("done", "skip")])]
+    plan = Plan(sweep_id="s", tracking_uri=mlflow_uri, experiment="silent-test", launcher="basic", sweep_dir=str(tmp_path), points=points)
+    still = reconcile(plan, stale_after_s=600)
+    assert [p.run_key for p in still] == ["alive"]
+    assert client.get_run(silent).info.status == "FAILED"
+    assert "no heartbeat" in client.get_run(silent).data.tags["error"]
+    assert client.get_run(alive).info.status == "RUNNING"
+    assert summary(plan) == {"finished": 0, "skipped": 1, "resumed": 0, "failed": 1, "running": 1}
+    plan.save(tmp_path / "plan.json")
+    assert Plan.load(tmp_path / "plan.json") == plan
