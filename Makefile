@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	@if $(PY) -c 'import torch' 2>/dev/null; then echo "[install] torch $$($(PY) -c 'import torch; print(torch.__version__)') already present: kept"; \
 	elif command -v nvidia-smi >/dev/null; then $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
 	else $(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); fi
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,saelens]"
 	$(PY) -c 'import torch, lightning, hydra, mlflow, transformers, datasets, submitit; print("[install] torch", torch.__version__, "| lightning", lightning.__version__, "| mlflow", mlflow.__version__)'
 	touch $@
 
