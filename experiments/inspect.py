@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.cli import or_exit
 from masksae.config import CONF_DIR
 from masksae.errors import ConfigError
 from masksae.evals.validate import validate_eval_config
@@ -19,7 +19,6 @@ from masksae.inspection import write_inspection
 from masksae.resources import shared_model
 from masksae.tracking import REPO_ROOT, tracking_uri
 
-EXIT_BAD_INPUT = 2
 LETTERS_ARTIFACT = "evals/absorption_per_letter.json"
 
 
@@ -55,11 +54,7 @@ def inspect_run(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=CONF_DIR, config_name="inspect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        path = inspect_run(cfg)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    path = or_exit(lambda: inspect_run(cfg))
     print(f"[masksae] inspection page: {path} (logged to run {cfg.run_id} as inspection.html)")
 
 

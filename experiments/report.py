@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +11,13 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments import figures
+from experiments.cli import or_exit
 from experiments.runs import REPORT_TAG, SweepRun, experiment_id, load_sweep, search_all
 from experiments.table import METRICS, Row, build_rows, by_setting, markdown_table, verdict, write_csv
 from masksae.config import CONF_DIR
 from masksae.errors import ConfigError
 from masksae.tracking import REPO_ROOT, tracking_uri
 
-EXIT_BAD_INPUT = 2
 
 
 @dataclass(frozen=True)
@@ -72,22 +71,24 @@ def _notes(runs: list[SweepRun], notes: list[str]) -> list[str]:
 
 def render_markdown(sweep_id: str, experiment: str, runs: list[SweepRun], rows: list[Row], plots: Mapping[str, list[Path]],
                     notes: list[str], confidence: float) -> str:
-    """The report: how to read it, notes, then per setting its table, findings and plot."""
+    """The report: how to read it, notes, then per setting its table, findings and plot (blocks split by blank lines)."""
     parts = [
         f"# Masked regularization: sweep `{sweep_id}`",
         f"MLflow experiment `{experiment}`, {len(runs)} FINISHED training runs, {len({r.setting for r in runs})} setting(s).",
         "## How to read",
-        f"- A cell is the mean over seeds and its {confidence:.0%} Student-t interval `[low, high]`; `(n=1)` is a single run (no interval); "
-        "`n/a`: the metric was not logged (eval not run).",
-        "- `Δ` rows: paired difference to mask_prob = 0 over runs sharing (`seed`, `data_seed`); `*`: the interval excludes 0.",
-        "- Higher is better for absorption `1 - full`, sparse probing, OOD AUC, explained variance and CE loss recovered; lower is better "
-        "for the raw absorption scores and the OOD gap to the dense probe (dense AUC - SAE AUC out of distribution).",
+        "\n".join([
+            f"- A cell is the mean over seeds and its {confidence:.0%} Student-t interval `[low, high]`; `(n=1)` is a single run "
+            "(no interval); `n/a`: the metric was not logged (eval not run).",
+            "- `Δ` rows: paired difference to mask_prob = 0 over runs sharing (`seed`, `data_seed`); `*`: the interval excludes 0.",
+            "- Higher is better for absorption `1 - full`, sparse probing, OOD AUC, explained variance and CE loss recovered; lower is "
+            "better for the raw absorption scores and the OOD gap to the dense probe (dense AUC - SAE AUC out of distribution).",
+        ]),
     ]
     if notes:
-        parts += ["## Notes", *(f"- {note}" for note in notes)]
-    for setting, rates in by_setting(runs).items():
+        parts += ["## Notes", "\n".join(f"- {note}" for note in notes)]
+    for setting in by_setting(runs):
         setting_rows = [row for row in rows if row.setting == setting]
-        parts += [f"## {setting.label}", markdown_table(setting_rows), "", *_findings(setting_rows, confidence), ""]
+        parts += [f"## {setting.label}", markdown_table(setting_rows), "\n".join(_findings(setting_rows, confidence))]
         parts += [f"![{setting.label}](plots/{path.name})" for path in plots.get(setting.label, [])]
     parts += ["## Matched sparsity (each metric against L0, one curve per mask_prob)"]
     parts += [f"![{title}](plots/{path.name})" for title, paths in plots.items() if title.startswith("L0:") for path in paths]
@@ -148,11 +149,7 @@ def build_report(cfg: DictConfig) -> Report:
 
 @hydra.main(config_path=CONF_DIR, config_name="report", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        report = build_report(cfg)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    report = or_exit(lambda: build_report(cfg))
     print(f"[masksae] report: {report.markdown} (MLflow run {report.parent_run_id})")
 
 
