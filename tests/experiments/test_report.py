@@ -141,3 +141,24 @@ def test_every_run_logs_an_inspection_page_with_its_absorbed_words(sweep, test_c
     assert again.read_text().count('class="card"') >= 12
     with pytest.raises(ConfigError, match="run_id"):
         inspect_run(compose_config("inspect", ["run_id=abc0123", *overrides]))
+
+
+def test_a_trained_runs_sae_artifact_loads_in_saelens_and_matches_on_real_residuals(sweep, mlflow_uri) -> None:
+    sae_lens = pytest.importorskip("sae_lens", reason="sae-lens is the optional extra: pip install -e '.[saelens]'")
+    import torch
+
+    from masksae import api
+
+    runs, _ = load_sweep(sweep, EXPERIMENT, SWEEP_ID)
+    run = runs[-1]  # mask_prob 0.2
+    acts_ND = api.residuals(["The Eiffel Tower is in Paris.", "grep -r pattern src/ | sort -u"], run=run.run_id, tracking_uri=mlflow_uri)
+    ours = api.load_sae(run.run_id, tracking_uri=mlflow_uri)
+    with tempfile.TemporaryDirectory() as scratch:
+        theirs = sae_lens.SAE.load_from_disk(sweep.download_artifacts(run.run_id, "sae", scratch))
+    assert theirs.cfg.metadata.mask_prob == 0.2 and theirs.cfg.metadata.hook_name == "blocks.6.hook_resid_post"
+    assert theirs.cfg.metadata.run_key == sweep.get_run(run.run_id).data.tags["run_key"]
+    with torch.no_grad():
+        f_ours, f_theirs = ours.encode(acts_ND), theirs.encode(acts_ND)
+        assert torch.equal(f_ours > 0, f_theirs > 0) and int((f_ours > 0).sum(dim=1).max()) == 16
+        assert float((f_theirs - f_ours).norm() / f_ours.norm()) < 1e-4
+        assert float((theirs.decode(f_ours) - ours.decode(f_ours)).norm() / ours.decode(f_ours).norm()) < 1e-4
