@@ -25,7 +25,7 @@ $(if $(DRY_RUN),$(PY) -m train -m experiment=$(1) launcher=slurm hydra.sweeper.d
 endef
 
 .PHONY: help install install-extra-models demo test mlflow-ui clean-outputs slurm-up slurm-down mlflow-server \
-	mlflow-server-stop sweep-local sweep-gemma sweep-pythia sweep-status prefetch
+	mlflow-server-stop sweep-local sweep-gemma sweep-pythia sweep-status prefetch report local-paper
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -40,7 +40,7 @@ $(VENV)/.installed: pyproject.toml
 	@if $(PY) -c 'import torch' 2>/dev/null; then echo "[install] torch $$($(PY) -c 'import torch; print(torch.__version__)') already present: kept"; \
 	elif command -v nvidia-smi >/dev/null; then $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
 	else $(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); fi
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,saelens]"
 	$(PY) -c 'import torch, lightning, hydra, mlflow, transformers, datasets, submitit; print("[install] torch", torch.__version__, "| lightning", lightning.__version__, "| mlflow", mlflow.__version__)'
 	touch $@
 
@@ -53,6 +53,14 @@ demo: install ## the default run: gemma-3-270m layer 6, TopK SAE, mask_prob 0.1,
 
 test: install ## the test suite (loads the real model once; ~6-9 min on 2 cores)
 	$(PY) -m pytest tests
+
+report: install ## the sweep's table, plots and markdown from MLflow, logged to a parent run: make report SWEEP_ID=<id>
+	@test -n "$(SWEEP_ID)" || { echo "usage: make report SWEEP_ID=<the sweep_id tag of the sweep's runs>" >&2; exit 2; }
+	$(PY) -m experiments.report sweep_id="'$(SWEEP_ID)'"
+
+local-paper: install ## the reduced paper grid (experiment=local_paper: 18 runs, about 2 h on 2 cores), then its report
+	$(PY) -m train -m experiment=local_paper
+	$(MAKE) report SWEEP_ID=$$($(PY) -c 'from masksae.tracking import sweep_id_from_argv; print(sweep_id_from_argv(["experiment=local_paper"]))')
 
 mlflow-ui: install ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the local store
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \

@@ -50,6 +50,7 @@ def runs_to_evaluate(eval_cfg: DictConfig, client: Any) -> list[str]:
     if experiment is None:
         raise ConfigError("tracking.experiment", eval_cfg.tracking.experiment, "an existing MLflow experiment")
     runs = client.search_runs([experiment.experiment_id], f"tags.sweep_id = '{eval_cfg.sweep_id}' and attributes.status = 'FINISHED'")
+    runs = [run for run in runs if run.data.tags.get("report") != "true"]  # the sweep's report run (experiments.report) holds no SAE
     if not runs:
         raise ConfigError("sweep_id", eval_cfg.sweep_id, f"a sweep with FINISHED runs in experiment {eval_cfg.tracking.experiment}")
     return [run.info.run_id for run in runs]

@@ -13,9 +13,10 @@ from masksae import corpora
 from masksae.errors import ConfigError
 from masksae.evals.runner import run_evals
 from masksae.evals.validate import validate_eval_config
-from masksae.export import save_sae
+from masksae.export import run_metadata, save_sae
+from masksae.inspection import write_inspection
 from masksae.masking import resolve_mask_token_id, validate_mask_prob
-from masksae.models import hook_name, validate_model_config
+from masksae.models import validate_model_config
 from masksae.resources import activation_spec, clean_validation_activations, get_activations, run_dir, shared_model, tokenizer_for
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
 from masksae.tracking import lightning_logger, log_eval_result, run_key, tracked_run
@@ -122,13 +123,11 @@ def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, r
     evaluated.metrics["train/activation_scale"] = data.scale
     log_eval_result(client, run.run_id, evaluated, trainer.global_step)
     metrics = evaluated.metrics
-    export_dir = save_sae(raw_sae, folder / "sae", cfg.sae, {
-        "model_name": cfg.model.name, "hf_id": cfg.model.get("hf_id"), "hook_name": hook_name(int(cfg.layer)),
-        "hook_layer": int(cfg.layer), "context_size": int(cfg.activations.context_length), "mask_prob": float(cfg.mask_prob),
-        "mask_token_id": mask_token_id, "run_key": key, "activation_scale_folded": data.scale,
-    })
+    export_dir = save_sae(raw_sae, folder / "sae", cfg.sae, run_metadata(cfg, key, mask_token_id, data.scale))
     client.log_artifacts(run.run_id, str(export_dir), artifact_path="sae")
     plot = training_curves(client, run.run_id, folder / "training_curves.png")
     client.log_artifact(run.run_id, str(plot))
+    page = write_inspection(cfg, model, raw_sae, evaluated.tables.get("absorption_per_letter.json"), folder / "inspection.html", key)
+    client.log_artifact(run.run_id, str(page))
     log.info("run %s finished: %s", key, {k: round(v, 4) for k, v in metrics.items()})
     return metrics

@@ -17,6 +17,7 @@ POSITIVE_INTS = (
     "llm_batch_size", "core.ce_sequences", "core.batch_size", "absorption.words_per_letter", "absorption.icl_examples",
     "absorption.max_k", "absorption.min_letters", "absorption.max_absorbing_latents", "sparse_probing.train_per_class",
     "sparse_probing.test_per_class", "sparse_probing.context_length", "ood.ood_per_class", "ood.k",
+    "inspection.latents", "inspection.absorbing_latents", "inspection.sequences", "inspection.contexts", "inspection.window",
 )
 FRACTIONS = ("absorption.test_fraction", "absorption.f1_jump_threshold", "absorption.min_probe_f1", "absorption.full_absorption_cos",
              "absorption.fraction_cos", "absorption.projection_fraction")
