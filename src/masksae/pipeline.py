@@ -40,6 +40,8 @@ def validate_config(cfg: DictConfig) -> int:
                 "activations.llm_batch_size", "training.batch_size", "training.epochs", "eval.core.ce_sequences",
                 "eval.core.batch_size"):
         _positive_int(cfg, key)
+    if not isinstance(cfg.training.get("compile"), bool):
+        raise ConfigError("training.compile", cfg.training.get("compile"), "true or false")
     for key in ("seed", "data_seed"):
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
