@@ -9,7 +9,7 @@ MLFLOW_STORE ?= sqlite:///$(CURDIR)/mlflow.db
 MLFLOW_ARTIFACTS ?= $(CURDIR)/mlartifacts
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install install-extra-models demo test mlflow-ui clean-outputs
+.PHONY: help install install-extra-models demo test bench mlflow-ui clean-outputs
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -37,6 +37,15 @@ demo: install ## the default run: gemma-3-270m layer 6, TopK SAE, mask_prob 0.1,
 
 test: install ## the test suite (loads the real model once; ~6-9 min on 2 cores)
 	$(PY) -m pytest tests
+
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	@# sae-lens is a benchmark-only extra; constraints from the venv as it is stop pip from touching torch or anything installed
+	$(PY) -m pip freeze --exclude-editable > $(VENV)/bench-constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/bench-constraints.txt -r bench/requirements.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed ## speed figures of issue 5 (ours vs SAELens, stop-at-layer, 16-run grid, matmul peak) -> bench/results.{json,md}; ~1.5 h on 2 cores (BENCH_ARGS="--grid small": ~40 min)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 mlflow-ui: install ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the local store
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \

@@ -96,6 +96,8 @@ def test_shapes_and_metrics(name: str) -> None:
     assert sae.encode(x_BD).shape == (16, D_SAE)
     assert sae.decode(sae.encode(x_BD)).shape == (16, D_IN)
     assert sae(x_BD).shape == (16, D_IN)
+    if name not in BATCH_THRESHOLD:  # the CE splice passes [batch, seq, d_in]
+        torch.testing.assert_close(sae(x_BD.view(2, 8, D_IN)), sae(x_BD).view(2, 8, D_IN))
     out = sae.training_loss(x_BD, dead_mask_F=torch.zeros(D_SAE, dtype=torch.bool))
     assert out.loss.shape == () and out.loss.requires_grad
     assert out.xhat_BD.shape == (16, D_IN) and out.fired_F.shape == (D_SAE,) and out.fired_F.dtype == torch.bool
@@ -268,3 +270,16 @@ def test_jumprelu_fused_function_matches_the_straight_through_formulas() -> None
     torch.testing.assert_close(pre_BF.grad, G_BF * H_BF)
     torch.testing.assert_close(threshold_F.grad, -(K_BF * (threshold_F * G_BF + g_B[:, None])).sum(dim=0) / bandwidth)
     assert K_BF.sum() > 0 and H_BF.sum() > 0
+
+
+def test_pre_activations_match_the_textbook_formula_in_value_and_gradient() -> None:
+    sae = ready_sae("relu").double()
+    x_BD = planted_data(32, seed=6).double()
+    weights_BF = torch.randn(32, D_SAE, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    params = [sae.W_enc, sae.b_enc, sae.b_dec]
+    ours = sae.pre_activations(x_BD)
+    textbook = (x_BD - sae.b_dec) @ sae.W_enc + sae.b_enc
+    torch.testing.assert_close(ours, textbook)
+    for got, expected in zip(torch.autograd.grad((ours * weights_BF).sum(), params),
+                             torch.autograd.grad((textbook * weights_BF).sum(), params), strict=True):
+        torch.testing.assert_close(got, expected)

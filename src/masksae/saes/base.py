@@ -163,15 +163,18 @@ class SparseAutoencoder(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------
     def pre_activations(self, x_BD: Tensor) -> Tensor:
-        """Encoder pre-activations (before the sparsifying nonlinearity), [B, F]; addmm adds the bias in the matmul."""
-        return torch.addmm(self.b_enc, x_BD - self.b_dec, self.W_enc)
+        """Encoder pre-activations (before the sparsifying nonlinearity), [B, F]: (x - b_dec) @ W_enc + b_enc,
+        computed as x @ W_enc + (b_enc - b_dec @ W_enc), so b_dec's gradient is a vector-matrix product rather
+        than a [B, F] x [F, D] matmul, and the bias is added inside the matmul. Leading dims beyond B are allowed."""
+        pre_NF = torch.addmm(self.b_enc - self.b_dec @ self.W_enc, x_BD.reshape(-1, self.d_in), self.W_enc)
+        return pre_NF.view(*x_BD.shape[:-1], self.d_sae)
 
     def encode(self, x_BD: Tensor) -> Tensor:
         """Inference-time latent activations, [B, F]."""
         raise NotImplementedError
 
     def decode(self, f_BF: Tensor) -> Tensor:
-        return torch.addmm(self.b_dec, f_BF, self.W_dec)
+        return torch.addmm(self.b_dec, f_BF.reshape(-1, self.d_sae), self.W_dec).view(*f_BF.shape[:-1], self.d_in)
 
     def forward(self, x_BD: Tensor) -> Tensor:
         return self.decode(self.encode(x_BD))
