@@ -54,7 +54,8 @@ def compare_grid(sizes: list[str], workdir: Path) -> dict[str, float]:
                      f"paths.cache_dir={fresh_cache(workdir)}", *common], _side(workdir, "ours"))
     naive_env = _side(workdir, "naive")
     naive_s = sum(
-        _train([f"mask_prob={p}", f"sae={a}", f"sae.k={k}", f"paths.cache_dir={fresh_cache(workdir)}", *common], naive_env)
-        for p, a, k in itertools.product(MASK_PROBS, ARCHITECTURES, KS)
+        _train([f"mask_prob={p}", f"sae={a}", f"sae.k={k}", f"paths.cache_dir={fresh_cache(workdir)}",
+                f"hydra.run.dir={workdir / 'naive-runs' / str(index)}", *common], naive_env)
+        for index, (p, a, k) in enumerate(itertools.product(MASK_PROBS, ARCHITECTURES, KS))
     )
     return {"ours_s": ours_s, "naive_s": naive_s, "ratio": naive_s / ours_s, "n_runs": len(MASK_PROBS) * len(ARCHITECTURES) * len(KS)}
