@@ -24,7 +24,7 @@ $(if $(DRY_RUN),$(PY) -m train -m experiment=$(1) launcher=slurm hydra.sweeper.d
   MLFLOW_TRACKING_URI=$(SWEEP_TRACKING_URI) $(PY) -m masksae.launch submit --driver $(SWEEP_DRIVER) experiment=$(1) launcher=slurm $(ARGS))
 endef
 
-.PHONY: help install install-extra-models demo test mlflow-ui clean-outputs slurm-up slurm-down mlflow-server \
+.PHONY: help install install-extra-models demo test bench mlflow-ui clean-outputs slurm-up slurm-down mlflow-server \
 	mlflow-server-stop sweep-local sweep-gemma sweep-pythia sweep-status prefetch report local-paper
 
 help:
@@ -61,6 +61,15 @@ report: install ## the sweep's table, plots and markdown from MLflow, logged to 
 local-paper: install ## the reduced paper grid (experiment=local_paper: 18 runs, about 2 h on 2 cores), then its report
 	$(PY) -m train -m experiment=local_paper
 	$(MAKE) report SWEEP_ID=$$($(PY) -c 'from masksae.tracking import sweep_id_from_argv; print(sweep_id_from_argv(["experiment=local_paper"]))')
+
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	@# sae-lens is a benchmark-only extra; constraints from the venv as it is stop pip from touching torch or anything installed
+	$(PY) -m pip freeze --exclude-editable > $(VENV)/bench-constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/bench-constraints.txt -r bench/requirements.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed ## speed figures of issue 5 (ours vs SAELens, stop-at-layer, 16-run grid, matmul peak) -> bench/results.{json,md}; ~1.5 h on 2 cores (BENCH_ARGS="--grid small": ~40 min)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 mlflow-ui: install ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the local store
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \

@@ -1,4 +1,4 @@
-"""Activation source: corpus -> token sequences -> mask -> LLM up to the layer -> cached activations of non-special positions."""
+"""Activation source: corpus -> token sequences -> mask -> LLM up to the layer -> activations of non-special positions."""
 
 from __future__ import annotations
 
@@ -6,30 +6,29 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load, save
-from transformers import PreTrainedTokenizerBase
 
-from masksae.corpora import Document
 from masksae.masking import MaskSpec, mask_tokens
-from masksae.locks import exclusive_lock
-from masksae.models import LoadedModel
+
+if TYPE_CHECKING:  # type-only: importing transformers costs seconds, and cache readers need none of it
+    from transformers import PreTrainedTokenizerBase
+
+    from masksae.corpora import Document
+    from masksae.models import LoadedModel
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
 class ActivationSpec:
-    """Everything that determines a set of activations; its hash is the activation key."""
+    """Everything that determines a set of activations; its hash is the activation key. `dtype` is the stored
+    dtype, `model_dtype` the dtype of the LLM forward."""
 
     model: str
     revision: str | None
@@ -42,6 +41,10 @@ class ActivationSpec:
     mask_token_id: int | None
     data_seed: int
     dtype: str
+    model_dtype: str = "float32"
+
+    def mask(self) -> MaskSpec:
+        return MaskSpec(prob=self.mask_prob, token_id=self.mask_token_id, data_seed=self.data_seed)
 
     def key(self) -> str:
         payload = json.dumps({"format": CACHE_FORMAT_VERSION, **asdict(self)}, sort_keys=True)
@@ -87,91 +90,37 @@ def special_positions(input_ids_BS: torch.Tensor, special_ids: torch.Tensor) -> 
 
 
 def iterate_activations(
-    model: LoadedModel, sequences_NS: torch.Tensor, layer: int, mask: MaskSpec, batch_size: int
+    model: LoadedModel, sequences_NS: torch.Tensor, layer: int, mask: MaskSpec, batch_size: int, order_N: torch.Tensor | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Per LLM batch: activations at non-special positions of the masked sequences, and the masked flags there."""
+    """Per LLM batch: activations at non-special positions of the masked sequences, and the masked flags there.
+
+    `order_N` visits the sequences in another order (streaming epochs); a sequence's mask depends on its index
+    in `sequences_NS` only, so every order sees the same masks."""
     special_ids = model.special_ids()
-    for start in range(0, len(sequences_NS), batch_size):
-        ids_BS = sequences_NS[start : start + batch_size]
+    order_N = torch.arange(len(sequences_NS)) if order_N is None else order_N
+    for indices_B in order_N.split(batch_size):
+        ids_BS = sequences_NS[indices_B]
         special_BS = special_positions(ids_BS, special_ids)
-        indices_B = torch.arange(start, start + len(ids_BS))
         masked_ids_BS, masked_BS = mask_tokens(ids_BS, special_BS, indices_B, mask)
         resid_BSD = model.residual_at(masked_ids_BS, layer).float().cpu()
         keep_BS = ~special_BS
         yield resid_BSD[keep_BS], masked_BS[keep_BS]
 
 
-def _checksum(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-class ActivationCache:
-    """One folder per activation key: `acts.safetensors` plus `manifest.json`, written last and checked on read."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root / "activations"
-
-    def folder(self, spec: ActivationSpec) -> Path:
-        return self.root / spec.key()
-
-    def load(self, spec: ActivationSpec) -> ActivationSet | None:
-        """The cached set, or None when absent, incomplete or corrupt (a corrupt one is removed)."""
-        folder = self.folder(spec)
-        manifest_path = folder / "manifest.json"
-        if not manifest_path.exists():
-            return None
-        try:
-            manifest = json.loads(manifest_path.read_text())
-            data = (folder / "acts.safetensors").read_bytes()  # one read: checksummed, then parsed
-            if manifest["spec"] != asdict(spec) or _checksum(data) != manifest["checksum"]:
-                raise ValueError("manifest does not match the data")
-            tensors = load(data)
-            if tensors["acts_ND"].shape[0] != manifest["n_rows"]:
-                raise ValueError("row count differs from the manifest")
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
-            log.warning("activation cache %s is corrupt (%s): rebuilding it", folder, error)
-            shutil.rmtree(folder, ignore_errors=True)
-            return None
-        return ActivationSet(acts_ND=tensors["acts_ND"], masked_N=tensors["masked_N"], spec=spec)
-
-    def store(self, activations: ActivationSet) -> None:
-        """Write into a staging folder, then rename it into place: readers never see half a cache."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
-        data = save({"acts_ND": activations.acts_ND.contiguous(), "masked_N": activations.masked_N.contiguous()})
-        (staging / "acts.safetensors").write_bytes(data)
-        manifest = {
-            "spec": asdict(activations.spec),
-            "n_rows": activations.acts_ND.shape[0],
-            "checksum": _checksum(data),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        target = self.folder(activations.spec)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-
-    def get_or_build(
-        self, spec: ActivationSpec, build: Callable[[], ActivationSet]
-    ) -> ActivationSet:
-        """The cached set for `spec`, built once by `build()` even when several processes ask at once."""
-        cached = self.load(spec)
-        if cached is not None:
-            return cached
-        with exclusive_lock(self.root / f".{spec.key()}.lock"):
-            cached = self.load(spec)
-            if cached is not None:
-                return cached
-            activations = build()
-            self.store(activations)
-            return activations
+def count_rows(sequences_NS: torch.Tensor, special_ids: torch.Tensor, mask: MaskSpec, train_on_masked: bool) -> int:
+    """How many activation rows the sequences give (non-special positions, masked ones only if trained on), without the LLM."""
+    special_NS = special_positions(sequences_NS, special_ids)
+    if train_on_masked:
+        return int((~special_NS).sum())
+    _, masked_NS = mask_tokens(sequences_NS, special_NS, torch.arange(len(sequences_NS)), mask)
+    return int((~special_NS & ~masked_NS).sum())
 
 
 def compute_activations(
     model: LoadedModel, sequences_NS: torch.Tensor, spec: ActivationSpec, batch_size: int
 ) -> ActivationSet:
     """Run the LLM over all sequences (masked as `spec` says) and gather the activations."""
-    mask = MaskSpec(prob=spec.mask_prob, token_id=spec.mask_token_id, data_seed=spec.data_seed)
+    mask = spec.mask()
     started = time.perf_counter()
     acts, flags = [], []
     n_batches = math.ceil(len(sequences_NS) / batch_size)
@@ -183,3 +132,24 @@ def compute_activations(
     elapsed = time.perf_counter() - started
     log.info("LLM activations: %d sequences in %.0f s (%.0f tok/s)", len(sequences_NS), elapsed, sequences_NS.numel() / elapsed)
     return ActivationSet(acts_ND=torch.cat(acts), masked_N=torch.cat(flags), spec=spec)
+
+
+class LLMActivationStream:
+    """Training activations recomputed by the LLM every epoch, sequences in an epoch-seeded order (no cache)."""
+
+    def __init__(self, model: LoadedModel, sequences_NS: torch.Tensor, spec: ActivationSpec, batch_size: int,
+                 *, train_on_masked: bool, seed: int) -> None:
+        self.model = model
+        self.sequences_NS = sequences_NS
+        self.spec = spec
+        self.batch_size = batch_size
+        self.train_on_masked = train_on_masked
+        self.seed = seed
+        self.n_rows = count_rows(sequences_NS, model.special_ids(), spec.mask(), train_on_masked)
+
+    def epoch_chunks(self, epoch: int) -> Iterator[torch.Tensor]:
+        order_N = torch.randperm(len(self.sequences_NS), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        batches = iterate_activations(self.model, self.sequences_NS, self.spec.layer, self.spec.mask(), self.batch_size, order_N)
+        for acts_TD, masked_T in batches:
+            rows_TD = acts_TD if self.train_on_masked else acts_TD[~masked_T]
+            yield rows_TD.to(getattr(torch, self.spec.dtype))

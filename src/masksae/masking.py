@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from masksae.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 _MASK_CANDIDATES = (" mask", "_", " the", "<unk>", "<unused0>", "<mask>", "[MASK]", "<|endoftext|>")
 

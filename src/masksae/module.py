@@ -38,6 +38,10 @@ class SAETrainingModule(L.LightningModule):
         self.dead_after_tokens = int(training_cfg["dead_after_tokens"])
         self.register_buffer("tokens_since_fired_F", torch.zeros(sae.d_sae, dtype=torch.long))
         self._val_stats = ReconstructionStats(sae.d_in, sae.d_sae)
+        # Whether some latent was dead at the previous step, copied to the host without waiting: the SAE gets the
+        # dead mask (and runs AuxK / the pre-activation loss) only then, and no step blocks on the device.
+        self._any_dead_host = torch.zeros((), dtype=torch.bool, pin_memory=torch.cuda.is_available())
+        self._training_loss = torch.compile(sae.training_loss) if training_cfg.get("compile", False) else sae.training_loss
 
     def _sparsity_scale(self) -> float:
         if self.sparsity_warmup_steps <= 0:
@@ -45,16 +49,18 @@ class SAETrainingModule(L.LightningModule):
         return min(1.0, (self.global_step + 1) / self.sparsity_warmup_steps)
 
     def training_step(self, x_BD: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """No host sync: every logged value stays a device tensor (Lightning reads them every log_every_n_steps)."""
         dead_mask_F = self.tokens_since_fired_F >= self.dead_after_tokens
-        output = self.sae.training_loss(x_BD, dead_mask_F=dead_mask_F, sparsity_scale=self._sparsity_scale())
+        some_dead_before = bool(self._any_dead_host)
+        output = self._training_loss(x_BD, dead_mask_F=dead_mask_F if some_dead_before else None,
+                                     sparsity_scale=self._sparsity_scale())
         with torch.no_grad():
-            fired_F = (output.f_BF > 0).any(dim=0)
-            self.tokens_since_fired_F.add_(x_BD.shape[0]).masked_fill_(fired_F, 0)
+            self.tokens_since_fired_F.add_(x_BD.shape[0]).masked_fill_(output.fired_F, 0)
+            self._any_dead_host.copy_(dead_mask_F.any(), non_blocking=True)
             metrics = {f"train/{name}": value.detach() for name, value in output.metrics.items()}
             metrics["train/loss"] = output.loss.detach()
             metrics["train/dead_frac"] = dead_mask_F.float().mean()
-            metrics["train/lr"] = torch.tensor(self.optimizers().param_groups[0]["lr"])
-        self.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False)
+        self.log_dict({**metrics, "train/lr": self.optimizers().param_groups[0]["lr"]}, on_step=True, on_epoch=False, prog_bar=False)
         return output.loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -17,7 +17,7 @@ from masksae.export import run_metadata, save_sae
 from masksae.inspection import write_inspection
 from masksae.masking import resolve_mask_token_id, validate_mask_prob
 from masksae.models import validate_model_config
-from masksae.resources import activation_spec, clean_validation_activations, get_activations, run_dir, shared_model, tokenizer_for
+from masksae.resources import activation_spec, clean_validation_activations, run_dir, shared_model, tokenizer_for, training_data, validate_cache_budget
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
 from masksae.tracking import lightning_logger, log_eval_result, run_key, tracked_run
 
@@ -45,9 +45,12 @@ def validate_settings(cfg: DictConfig) -> None:
     validate_sae_config(cfg.sae, int(cfg.model.d_model))
     corpora.validate_data_config(cfg.data)
     validate_eval_config(cfg.eval)
+    validate_cache_budget(cfg)
     for key in ("activations.train_tokens", "activations.val_tokens", "activations.context_length",
                 "activations.llm_batch_size", "training.batch_size", "training.epochs"):
         _positive_int(cfg, key)
+    if not isinstance(cfg.training.get("compile"), bool):
+        raise ConfigError("training.compile", cfg.training.get("compile"), "true or false")
     for key in ("seed", "data_seed"):
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -77,7 +80,6 @@ def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, r
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    from masksae.datamodule import ActivationDataModule
     from masksae.module import SAETrainingModule
     from masksae.plots import training_curves
 
@@ -86,20 +88,16 @@ def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, r
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     client.log_artifact(run.run_id, str(folder / "config.yaml"))
     model = shared_model(cfg)
-    train = get_activations(cfg, model, activation_spec(cfg, "train", int(cfg.activations.train_tokens), cfg.mask_prob, mask_token_id))
     val = clean_validation_activations(cfg, model)
-    data = ActivationDataModule(
-        train.acts_ND, train.masked_N, val.acts_ND,
-        batch_size=int(cfg.training.batch_size), epochs=int(cfg.training.epochs), seed=int(cfg.seed),
-        train_on_masked=bool(cfg.masking.train_on_masked), scale_sample=int(cfg.training.scale_sample),
-    )
+    train_spec = activation_spec(cfg, "train", int(cfg.activations.train_tokens), cfg.mask_prob, mask_token_id)
+    data = training_data(cfg, model, train_spec, val.acts_ND)
     total_steps = data.total_steps
     if total_steps < 1:
-        raise ConfigError("training.batch_size", cfg.training.batch_size, f"at most the number of training tokens ({data.train_acts_ND.shape[0]})")
+        raise ConfigError("training.batch_size", cfg.training.batch_size, f"at most the number of training tokens ({data.n_rows})")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     sae = build_sae(cfg.sae, model.d_model)
     with torch.no_grad():
-        sae.init_from_data(data.train_acts_ND[: int(cfg.training.scale_sample)].float() * data.scale)
+        sae.init_from_data(data.sample_ND.float() * data.scale)
     module = SAETrainingModule(sae, cfg.sae, cfg.training, total_steps)
     checkpoints = ModelCheckpoint(dirpath=folder / "checkpoints", save_last=True, save_top_k=0,
                                   every_n_train_steps=int(cfg.training.checkpoint_every_steps))

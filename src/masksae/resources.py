@@ -1,20 +1,27 @@
-"""Per-config access to shared resources: the tokenizer and model (loaded once per process), corpus sequences, cached activations."""
+"""Per-config access to shared resources: the tokenizer and model (loaded once per process), corpus sequences, cached or streamed activations."""
 
 from __future__ import annotations
 
 import functools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from masksae import corpora
-from masksae.activations import ActivationCache, ActivationSet, ActivationSpec, compute_activations, token_sequences
+from masksae.activation_cache import ActivationCache
+from masksae.activations import ActivationSet, ActivationSpec, LLMActivationStream, compute_activations, token_sequences
+from masksae.errors import ConfigError
 from masksae.models import LoadedModel, converted_model_dir, load_model
 from masksae.tracking import REPO_ROOT
+
+if TYPE_CHECKING:
+    from masksae.datamodule import ActivationDataModule, StreamingDataModule
 
 
 def cache_root(cfg: DictConfig) -> Path:
@@ -64,6 +71,7 @@ def activation_spec(cfg: DictConfig, split: str, n_tokens: int, mask_prob: float
         mask_token_id=mask_token_id if mask_prob > 0 else None,
         data_seed=int(cfg.data_seed),
         dtype=str(cfg.activations.dtype),
+        model_dtype=str(cfg.model.dtype),
     )
 
 
@@ -79,10 +87,54 @@ def clean_validation_activations(cfg: DictConfig, model: LoadedModel) -> Activat
     return get_activations(cfg, model, activation_spec(cfg, "validation", int(cfg.activations.val_tokens), 0.0, None))
 
 
-def get_activations(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec) -> ActivationSet:
-    """Activations from the shared cache, computed on first use."""
+def validate_cache_budget(cfg: DictConfig) -> float | None:
+    """`activations.cache_budget_gb`: null (no limit) or a number >= 0 (0: never cache, always stream)."""
+    value = cfg.activations.get("cache_budget_gb")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
+        raise ConfigError("activations.cache_budget_gb", value, "null (no limit) or a number of GB >= 0 (0: always stream)")
+    return value
+
+
+def activation_cache(cfg: DictConfig) -> ActivationCache:
+    budget_gb = validate_cache_budget(cfg)
+    return ActivationCache(cache_root(cfg), None if budget_gb is None else int(budget_gb * 1e9))
+
+
+def cache_bytes(spec: ActivationSpec, d_model: int) -> int:
+    """Upper bound of a cache's size on disk (every position counted, special ones included)."""
+    n_tokens = math.ceil(spec.n_tokens / spec.context_length) * spec.context_length
+    return n_tokens * (d_model * getattr(torch, spec.dtype).itemsize + 1) + 4096
+
+
+def _builder(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec) -> Callable[[], ActivationSet]:
     def build() -> ActivationSet:
         sequences_NS = split_sequences(cfg, model, spec.split, spec.n_tokens)
         return compute_activations(model, sequences_NS, spec, int(cfg.activations.llm_batch_size))
 
-    return ActivationCache(cache_root(cfg)).get_or_build(spec, build)
+    return build
+
+
+def _from_cache(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec) -> ActivationSet | None:
+    """The shared cache's set (built on first use), or None when it would not fit the cache budget."""
+    return activation_cache(cfg).get_or_build(spec, _builder(cfg, model, spec), cache_bytes(spec, model.d_model))
+
+
+def get_activations(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec) -> ActivationSet:
+    """Activations from the shared cache, computed on first use; computed in memory alone when they would not fit its budget."""
+    cached = _from_cache(cfg, model, spec)
+    return cached if cached is not None else _builder(cfg, model, spec)()
+
+
+def training_data(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec, val_acts_ND: torch.Tensor) -> ActivationDataModule | StreamingDataModule:
+    """The training DataModule: over the shared cache, or streaming from the LLM when the cache would not fit its budget."""
+    from masksae.datamodule import ActivationDataModule, StreamingDataModule  # imports lightning: only where training
+
+    common = dict(batch_size=int(cfg.training.batch_size), epochs=int(cfg.training.epochs), seed=int(cfg.seed),
+                  scale_sample=int(cfg.training.scale_sample))
+    train_on_masked = bool(cfg.masking.train_on_masked)
+    cached = _from_cache(cfg, model, spec)
+    if cached is not None:
+        return ActivationDataModule(cached.acts_ND, cached.masked_N, val_acts_ND, train_on_masked=train_on_masked, **common)
+    sequences_NS = split_sequences(cfg, model, spec.split, spec.n_tokens)
+    stream = LLMActivationStream(model, sequences_NS, spec, int(cfg.activations.llm_batch_size), train_on_masked=train_on_masked, seed=int(cfg.seed))
+    return StreamingDataModule(stream, val_acts_ND, buffer_rows=16 * int(cfg.training.batch_size), **common)

@@ -1,4 +1,5 @@
-"""Activations: special positions left out, masks applied before the LLM, the cache written atomically and validated."""
+"""Activations: special positions left out, masks applied before the LLM, the cache written atomically and validated,
+streaming when the cache budget is too small."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import torch
 
 import pytest
 
-from masksae.activations import ActivationCache, ActivationSpec, compute_activations, special_positions, token_sequences
+from masksae.activation_cache import ActivationCache
+from masksae.activations import ActivationSpec, compute_activations, special_positions, token_sequences
 from masksae.corpora import Document
 
 pytestmark = pytest.mark.slow
@@ -53,14 +55,14 @@ def test_cache_round_trip_and_corruption_is_rebuilt(tmp_path, gemma) -> None:
         builds.append(1)
         return compute_activations(gemma, sequences_NS, spec, batch_size=2)
 
-    first = cache.get_or_build(spec, build)
-    second = cache.get_or_build(spec, build)
+    first = cache.get_or_build(spec, build, 10**7)
+    second = cache.get_or_build(spec, build, 10**7)
     assert len(builds) == 1 and torch.equal(first.acts_ND, second.acts_ND)
     assert [p.name for p in cache.root.iterdir() if not p.name.startswith(".")] == [spec.key()]
     data_file = cache.folder(spec) / "acts.safetensors"
     data_file.write_bytes(data_file.read_bytes()[:1000])  # truncated: a crash mid-copy, a full disk
     assert cache.load(spec) is None
-    third = cache.get_or_build(spec, build)
+    third = cache.get_or_build(spec, build, 10**7)
     assert len(builds) == 2 and torch.equal(third.acts_ND, first.acts_ND)
 
 
@@ -77,3 +79,22 @@ def test_clean_activations_are_keyed_without_the_mask_token(make_cfg) -> None:
     cfg = make_cfg()
     assert activation_spec(cfg, "validation", 512, 0.0, 4).key() == activation_spec(cfg, "validation", 512, 0.0, None).key()
     assert activation_spec(cfg, "train", 512, 0.1, 4).key() != activation_spec(cfg, "train", 512, 0.1, 7).key()
+
+
+def test_a_set_over_the_cache_budget_streams_the_same_activations(make_cfg, gemma) -> None:
+    from masksae.datamodule import ActivationDataModule, StreamingDataModule
+    from masksae.resources import activation_spec, training_data
+
+    overrides = ("activations.train_tokens=1024", "activations.context_length=64", "training.batch_size=128",
+                 "training.scale_sample=256", "masking.train_on_masked=false")
+    cached_cfg, streamed_cfg = make_cfg(*overrides), make_cfg(*overrides, "activations.cache_budget_gb=0")
+    spec = activation_spec(cached_cfg, "train", 1024, 0.2, 4)
+    val_ND = torch.zeros(8, gemma.d_model)
+    streamed = training_data(streamed_cfg, gemma, spec, val_ND)  # first: once cached, a set is read whatever the budget
+    cached = training_data(cached_cfg, gemma, spec, val_ND)
+    assert isinstance(cached, ActivationDataModule) and isinstance(streamed, StreamingDataModule)
+    assert streamed.n_rows == cached.n_rows and streamed.total_steps == cached.total_steps
+    epoch_BD = torch.cat([batch for _, batch in zip(range(cached.n_rows // 128), streamed.train_dataloader())]) / streamed.scale
+    distances = torch.cdist(epoch_BD, cached.train_acts_ND, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values  # every streamed row is a cached (unmasked) row
+    assert distances.max() < 1e-3 * cached.train_acts_ND.norm(dim=1).mean()
+    assert streamed.scale == pytest.approx(cached.scale, rel=0.05)

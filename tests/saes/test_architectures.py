@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from masksae.saes.topk import scatter_topk
 from masksae.saes import SparseAutoencoder, build_sae
-from masksae.saes.jumprelu import StepFunction
+from masksae.saes.jumprelu import JumpReLUWithL0
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "sae"
 ARCHITECTURES = ["relu", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk"]
@@ -96,9 +96,12 @@ def test_shapes_and_metrics(name: str) -> None:
     assert sae.encode(x_BD).shape == (16, D_SAE)
     assert sae.decode(sae.encode(x_BD)).shape == (16, D_IN)
     assert sae(x_BD).shape == (16, D_IN)
+    if name not in BATCH_THRESHOLD:  # the CE splice passes [batch, seq, d_in]
+        torch.testing.assert_close(sae(x_BD.view(2, 8, D_IN)), sae(x_BD).view(2, 8, D_IN))
     out = sae.training_loss(x_BD, dead_mask_F=torch.zeros(D_SAE, dtype=torch.bool))
     assert out.loss.shape == () and out.loss.requires_grad
-    assert out.xhat_BD.shape == (16, D_IN) and out.f_BF.shape == (16, D_SAE)
+    assert out.xhat_BD.shape == (16, D_IN) and out.fired_F.shape == (D_SAE,) and out.fired_F.dtype == torch.bool
+    assert out.f_BF is None if name == "topk" else out.f_BF.shape == (16, D_SAE)
     assert {"mse", "l0", "recon_loss"} <= out.metrics.keys()
     assert all(v.shape == () and not v.requires_grad for v in out.metrics.values())
     if name in ("jumprelu", *BATCH_THRESHOLD):
@@ -109,7 +112,9 @@ def test_topk_l0_is_exactly_k() -> None:
     sae = ready_sae("topk")
     x_BD = planted_data(64)
     assert ((sae.encode(x_BD) > 0).sum(dim=-1) == K).all()
-    assert ((sae.training_loss(x_BD).f_BF > 0).sum(dim=-1) == K).all()
+    out = sae.training_loss(x_BD)
+    assert out.metrics["l0"] == K
+    assert torch.equal(out.fired_F, (sae.encode(x_BD) > 0).any(dim=0))
 
 
 @pytest.mark.parametrize("name", BATCH_THRESHOLD)
@@ -133,7 +138,7 @@ def test_jumprelu_threshold_gets_gradient_through_ste() -> None:
     # The L0 term alone: its pseudo-derivative pushes thresholds up (negative gradient), never down.
     sae.zero_grad()
     pre_BF = sae.pre_activations(planted_data(256)).detach()
-    StepFunction.apply(pre_BF, sae.threshold, sae.bandwidth).sum().backward()
+    JumpReLUWithL0.apply(pre_BF, sae.threshold, sae.bandwidth)[1].sum().backward()
     assert (sae.threshold.grad < 0).any() and (sae.threshold.grad <= 0).all()
 
 
@@ -247,3 +252,34 @@ def test_topk_sparse_decode_matches_the_dense_path_in_value_and_gradient() -> No
     torch.testing.assert_close(sparse_loss, dense_loss, rtol=1e-5, atol=1e-6)
     for sparse_grad, dense_grad in zip(sparse_grads, dense_grads):
         torch.testing.assert_close(sparse_grad, dense_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_jumprelu_fused_function_matches_the_straight_through_formulas() -> None:
+    """f = pre * H(pre - t), L0 = sum H; d/dpre = H * G; d/dt = -(1/bw) sum_b K_bf (t_f G_bf + g_b), K the rectangle."""
+    gen = torch.Generator().manual_seed(7)
+    bandwidth = 0.3
+    pre_BF = torch.randn(64, D_SAE, generator=gen, dtype=torch.float64).requires_grad_()
+    threshold_F = (0.5 * torch.rand(D_SAE, generator=gen, dtype=torch.float64)).requires_grad_()
+    G_BF, g_B = torch.randn(64, D_SAE, generator=gen, dtype=torch.float64), torch.randn(64, generator=gen, dtype=torch.float64)
+    f_BF, l0_B = JumpReLUWithL0.apply(pre_BF, threshold_F, bandwidth)
+    ((f_BF * G_BF).sum() + (l0_B * g_B).sum()).backward()
+    H_BF = (pre_BF > threshold_F).double()
+    K_BF = (((pre_BF - threshold_F) / bandwidth).abs() < 0.5).double()
+    torch.testing.assert_close(f_BF, pre_BF * H_BF)
+    torch.testing.assert_close(l0_B, H_BF.sum(dim=-1))
+    torch.testing.assert_close(pre_BF.grad, G_BF * H_BF)
+    torch.testing.assert_close(threshold_F.grad, -(K_BF * (threshold_F * G_BF + g_B[:, None])).sum(dim=0) / bandwidth)
+    assert K_BF.sum() > 0 and H_BF.sum() > 0
+
+
+def test_pre_activations_match_the_textbook_formula_in_value_and_gradient() -> None:
+    sae = ready_sae("relu").double()
+    x_BD = planted_data(32, seed=6).double()
+    weights_BF = torch.randn(32, D_SAE, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    params = [sae.W_enc, sae.b_enc, sae.b_dec]
+    ours = sae.pre_activations(x_BD)
+    textbook = (x_BD - sae.b_dec) @ sae.W_enc + sae.b_enc
+    torch.testing.assert_close(ours, textbook)
+    for got, expected in zip(torch.autograd.grad((ours * weights_BF).sum(), params),
+                             torch.autograd.grad((textbook * weights_BF).sum(), params), strict=True):
+        torch.testing.assert_close(got, expected)

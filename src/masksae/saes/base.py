@@ -17,11 +17,13 @@ SAE_REGISTRY: dict[str, type[SparseAutoencoder]] = {}
 
 @dataclass
 class TrainStepOutput:
-    """What one training forward pass returns: the loss to minimise and what the loop logs."""
+    """What one training forward pass returns: the loss to minimise, which latents fired (dead-latent tracking)
+    and the detached scalars the loop logs. `f_BF` is left None by sparse paths that never build it."""
 
     loss: Tensor
     xhat_BD: Tensor
-    f_BF: Tensor
+    fired_F: Tensor
+    f_BF: Tensor | None = None
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -161,15 +163,18 @@ class SparseAutoencoder(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------
     def pre_activations(self, x_BD: Tensor) -> Tensor:
-        """Encoder pre-activations (before the sparsifying nonlinearity), [B, F]."""
-        return (x_BD - self.b_dec) @ self.W_enc + self.b_enc
+        """Encoder pre-activations (before the sparsifying nonlinearity), [B, F]: (x - b_dec) @ W_enc + b_enc,
+        computed as x @ W_enc + (b_enc - b_dec @ W_enc), so b_dec's gradient is a vector-matrix product rather
+        than a [B, F] x [F, D] matmul, and the bias is added inside the matmul. Leading dims beyond B are allowed."""
+        pre_NF = torch.addmm(self.b_enc - self.b_dec @ self.W_enc, x_BD.reshape(-1, self.d_in), self.W_enc)
+        return pre_NF.view(*x_BD.shape[:-1], self.d_sae)
 
     def encode(self, x_BD: Tensor) -> Tensor:
         """Inference-time latent activations, [B, F]."""
         raise NotImplementedError
 
     def decode(self, f_BF: Tensor) -> Tensor:
-        return f_BF @ self.W_dec + self.b_dec
+        return torch.addmm(self.b_dec, f_BF.reshape(-1, self.d_sae), self.W_dec).view(*f_BF.shape[:-1], self.d_in)
 
     def forward(self, x_BD: Tensor) -> Tensor:
         return self.decode(self.encode(x_BD))
@@ -181,14 +186,24 @@ class SparseAutoencoder(nn.Module):
         raise NotImplementedError
 
     @staticmethod
-    def common_metrics(x_BD: Tensor, xhat_BD: Tensor, f_BF: Tensor) -> dict[str, Tensor]:
-        """Detached metrics every architecture logs: summed-over-d error, per-element MSE, L0."""
+    def common_metrics(x_BD: Tensor, xhat_BD: Tensor, l0: Tensor) -> dict[str, Tensor]:
+        """Detached metrics every architecture logs: summed-over-d error, per-element MSE, L0 (given)."""
         with torch.no_grad():
             return {
                 "recon_loss": sum_squared_error(x_BD, xhat_BD),
                 "mse": (x_BD - xhat_BD).pow(2).mean(),
-                "l0": (f_BF > 0).float().sum(dim=-1).mean(),
+                "l0": l0.detach().float(),
             }
+
+    @staticmethod
+    def dense_output(loss: Tensor, x_BD: Tensor, xhat_BD: Tensor, f_BF: Tensor, **extra: Tensor) -> TrainStepOutput:
+        """The step output of an architecture that materialises f_BF: L0 and fired latents read from it."""
+        with torch.no_grad():
+            active_BF = f_BF > 0
+            l0 = active_BF.sum(dim=-1, dtype=x_BD.dtype).mean()
+            fired_F = active_BF.any(dim=0)
+        metrics = {**SparseAutoencoder.common_metrics(x_BD, xhat_BD, l0), **{name: v.detach() for name, v in extra.items()}}
+        return TrainStepOutput(loss=loss, xhat_BD=xhat_BD, fired_F=fired_F, f_BF=f_BF, metrics=metrics)
 
     # --- optimisation hooks -------------------------------------------------------------------
     @torch.no_grad()

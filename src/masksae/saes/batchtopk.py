@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from masksae.saes.base import check_number, register, sum_squared_error
-from masksae.saes.topk import TopKSAE
+from masksae.saes.base import TrainStepOutput, check_number, register, sum_squared_error
+from masksae.saes.topk import TopKSAE, auxk_loss
 
 
 def batch_topk(post_relu_BF: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -58,12 +58,19 @@ class BatchTopKSAE(TopKSAE):
             return batch_topk(post_relu_BF, self.k)[0]
         return post_relu_BF * (post_relu_BF > self.threshold)
 
-    def train_forward(self, x_BD: Tensor, post_relu_BF: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Dense decode of the batch top-k latents (their count varies per token)."""
+    def training_loss(
+        self, x_BD: Tensor, *, dead_mask_F: Tensor | None = None, sparsity_scale: float = 1.0
+    ) -> TrainStepOutput:
+        """Dense path: the number of active latents varies per token, so f_BF is materialised and decoded."""
+        post_relu_BF = torch.relu(self.pre_activations(x_BD))
         f_BF, smallest = batch_topk(post_relu_BF, self.k)
         self.update_threshold(smallest)
-        recon_loss, xhat_BD = self.reconstruct(x_BD, f_BF)
-        return recon_loss, xhat_BD, f_BF
+        loss, xhat_BD = self.reconstruct(x_BD, f_BF)
+        aux = torch.zeros((), device=x_BD.device)
+        if dead_mask_F is not None and self.aux_coeff > 0:
+            aux = auxk_loss(post_relu_BF, (x_BD - xhat_BD).detach(), self.W_dec, dead_mask_F, self.aux_k) * dead_mask_F.any()
+            loss = loss + self.aux_coeff * aux
+        return self.dense_output(loss, x_BD, xhat_BD, f_BF, aux_loss=aux, **self.extra_metrics())
 
     def reconstruct(self, x_BD: Tensor, f_BF: Tensor) -> tuple[Tensor, Tensor]:
         """(reconstruction loss, xhat_BD) for the training latents."""

@@ -12,46 +12,26 @@ from torch import Tensor, autograd, nn
 from masksae.saes.base import SparseAutoencoder, TrainStepOutput, check_number, register, sum_squared_error
 
 
-def rectangle(z: Tensor) -> Tensor:
-    """The kernel of the pseudo-derivative: 1 on (-1/2, 1/2), else 0."""
-    return ((z > -0.5) & (z < 0.5)).to(z.dtype)
-
-
-def _sum_to_threshold(grad_BF: Tensor) -> Tensor:
-    return grad_BF.reshape(-1, grad_BF.shape[-1]).sum(dim=0)
-
-
-class JumpReLUFunction(autograd.Function):
-    """pre * (pre > threshold); d/dthreshold ~ -(threshold / bandwidth) K((pre - threshold) / bandwidth)."""
+class JumpReLUWithL0(autograd.Function):
+    """f = pre * (pre > threshold) and per-token L0 = sum_F H(pre - threshold) in one pass set, with the
+    straight-through threshold gradients of Rajamanoharan et al. (rectangle kernel K of width `bandwidth`):
+    df/dthreshold ~ -(threshold / bandwidth) K, dL0/dthreshold ~ -(1 / bandwidth) K, df/dpre = H; L0 gives pre none."""
 
     @staticmethod
-    def forward(ctx: Any, pre_BF: Tensor, threshold_F: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(pre_BF, threshold_F)
+    def forward(ctx: Any, pre_BF: Tensor, threshold_F: Tensor, bandwidth: float) -> tuple[Tensor, Tensor]:
+        active_BF = pre_BF > threshold_F
+        ctx.save_for_backward(pre_BF, threshold_F, active_BF)
         ctx.bandwidth = bandwidth
-        return pre_BF * (pre_BF > threshold_F)
+        return torch.where(active_BF, pre_BF, 0.0), active_BF.sum(dim=-1).to(pre_BF.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad_BF: Tensor) -> tuple[Tensor, Tensor, None]:
-        pre_BF, threshold_F = ctx.saved_tensors
-        kernel_BF = rectangle((pre_BF - threshold_F) / ctx.bandwidth)
-        grad_threshold_F = _sum_to_threshold(-(threshold_F / ctx.bandwidth) * kernel_BF * grad_BF)
-        return (pre_BF > threshold_F) * grad_BF, grad_threshold_F, None
-
-
-class StepFunction(autograd.Function):
-    """H(pre - threshold); d/dthreshold ~ -(1 / bandwidth) K((pre - threshold) / bandwidth), none to pre."""
-
-    @staticmethod
-    def forward(ctx: Any, pre_BF: Tensor, threshold_F: Tensor, bandwidth: float) -> Tensor:
-        ctx.save_for_backward(pre_BF, threshold_F)
-        ctx.bandwidth = bandwidth
-        return (pre_BF > threshold_F).to(pre_BF.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad_BF: Tensor) -> tuple[None, Tensor, None]:
-        pre_BF, threshold_F = ctx.saved_tensors
-        kernel_BF = rectangle((pre_BF - threshold_F) / ctx.bandwidth)
-        return None, _sum_to_threshold(-(1.0 / ctx.bandwidth) * kernel_BF * grad_BF), None
+    def backward(ctx: Any, grad_f_BF: Tensor, grad_l0_B: Tensor) -> tuple[Tensor, Tensor, None]:
+        pre_BF, threshold_F, active_BF = ctx.saved_tensors
+        near_BF = (pre_BF - threshold_F).abs_() < ctx.bandwidth / 2  # K((pre - threshold) / bandwidth) != 0
+        weighted_BF = grad_f_BF * threshold_F
+        weighted_BF += grad_l0_B.unsqueeze(-1)
+        grad_threshold_F = weighted_BF.masked_fill_(~near_BF, 0.0).sum(dim=0).mul_(-1.0 / ctx.bandwidth)
+        return torch.where(active_BF, grad_f_BF, 0.0), grad_threshold_F, None
 
 
 @register("jumprelu")
@@ -118,22 +98,21 @@ class JumpReLUSAE(SparseAutoencoder):
         self, x_BD: Tensor, *, dead_mask_F: Tensor | None = None, sparsity_scale: float = 1.0
     ) -> TrainStepOutput:
         pre_BF = self.pre_activations(x_BD)
-        f_BF = JumpReLUFunction.apply(pre_BF, self.threshold, self.bandwidth)
+        f_BF, l0_B = JumpReLUWithL0.apply(pre_BF, self.threshold, self.bandwidth)
         xhat_BD = self.decode(f_BF)
-        l0 = StepFunction.apply(pre_BF, self.threshold, self.bandwidth).sum(dim=-1).mean()
+        l0 = l0_B.mean()
         if self.target_l0 is None:
             sparsity_loss = self.sparsity_coeff * l0
         else:
             sparsity_loss = self.sparsity_coeff * (l0 / self.target_l0 - 1).pow(2)
         sparsity_loss = sparsity_scale * sparsity_loss
         loss = sum_squared_error(x_BD, xhat_BD) + sparsity_loss
-        metrics = {**self.common_metrics(x_BD, xhat_BD, f_BF), "sparsity_loss": sparsity_loss.detach()}
-        if dead_mask_F is not None:
+        extra = {"sparsity_loss": sparsity_loss}
+        if dead_mask_F is not None and self.pre_act_loss_coeff > 0:
             gap_BF = torch.relu(self.threshold - pre_BF) * dead_mask_F
-            pre_act_loss = self.pre_act_loss_coeff * (gap_BF * self.W_dec.norm(dim=-1)).sum(dim=-1).mean()
-            loss = loss + pre_act_loss
-            metrics["pre_act_loss"] = pre_act_loss.detach()
-        return TrainStepOutput(loss=loss, xhat_BD=xhat_BD, f_BF=f_BF, metrics=metrics)
+            extra["pre_act_loss"] = self.pre_act_loss_coeff * (gap_BF * self.W_dec.norm(dim=-1)).sum(dim=-1).mean()
+            loss = loss + extra["pre_act_loss"]
+        return self.dense_output(loss, x_BD, xhat_BD, f_BF, **extra)
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

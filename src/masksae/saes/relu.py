@@ -44,9 +44,4 @@ class ReLUSAE(SparseAutoencoder):
         l1 = (f_BF * self.W_dec.norm(dim=-1)).sum(dim=-1).mean()
         sparsity_loss = sparsity_scale * self.l1_coeff * l1
         loss = sum_squared_error(x_BD, xhat_BD) + sparsity_loss
-        metrics = {
-            **self.common_metrics(x_BD, xhat_BD, f_BF),
-            "l1": l1.detach(),
-            "sparsity_loss": sparsity_loss.detach(),
-        }
-        return TrainStepOutput(loss=loss, xhat_BD=xhat_BD, f_BF=f_BF, metrics=metrics)
+        return self.dense_output(loss, x_BD, xhat_BD, f_BF, l1=l1, sparsity_loss=sparsity_loss)

@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench` (not part of `make test`)."""
