@@ -29,7 +29,10 @@ def spelling_setup(cfg: DictConfig, model: LoadedModel) -> SpellingSetup:
     """The first-letter prompts' activations and ground-truth probe of this model and layer (built on first use)."""
     abs_cfg = cfg.eval.absorption
     payload = {**_model_payload(cfg), **{key: abs_cfg[key] for key in SPELLING_SETUP_KEYS}}
-    build = lambda: build_spelling_setup(model, int(cfg.layer), abs_cfg, int(cfg.eval.seed), int(cfg.eval.llm_batch_size))  # noqa: E731
+
+    def build() -> tuple[dict, dict]:
+        return build_spelling_setup(model, int(cfg.layer), abs_cfg, int(cfg.eval.seed), int(cfg.eval.llm_batch_size))
+
     return as_setup(*cached_artifact(cache_root(cfg), artifact_key("spelling", payload), build))
 
 
