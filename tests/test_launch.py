@@ -16,7 +16,7 @@ def test_gemma_dry_run_shows_the_array_gpu_hours_and_cache_disk(session_env, rep
                "hydra.sweeper.params.seed=0", "hydra.sweeper.params.sae='topk,jumprelu'"]
     done = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "60 grid points -> 60 jobs to submit" in done.stdout  # 5 mask rates x 2 architectures x 3 l0 x 2 widths
+    assert "60 grid points -> 60 runs in 60 jobs to submit" in done.stdout  # 5 mask rates x 2 architectures x 3 l0 x 2 widths
     assert "gpus_per_node=1" in done.stdout and "timeout_min=720" in done.stdout
     assert "at most 720.0 requested (60 jobs x 1 x 12.0 h time limit)" in done.stdout
     assert "activation caches: 5 " in done.stdout and "x ~921.60 GB" in done.stdout and "= 4.61 TB" in done.stdout

@@ -30,10 +30,9 @@ def _train_app(cfg: DictConfig) -> float | None:
     except (ConfigError, OfflineError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    if metrics is None:
-        return None
-    print("[masksae] " + "  ".join(f"{k}={metrics[k]:.4g}" for k in HEADLINE_METRICS if k in metrics))
-    return metrics.get("core/explained_variance")
+    for name, values in metrics.items():
+        print(f"[masksae] {name}: " + "  ".join(f"{k}={values[k]:.4g}" for k in HEADLINE_METRICS if k in values))
+    return next((values.get("core/explained_variance") for values in metrics.values()), None)
 
 
 def train() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,7 +21,8 @@ from masksae.masking import resolve_mask_token_id, validate_mask_prob
 from masksae.models import validate_model_config
 from masksae.resources import activation_spec, clean_validation_activations, run_dir, shared_model, tokenizer_for, training_data, validate_cache_budget
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
-from masksae.tracking import lightning_logger, log_eval_result, run_key, tracked_run
+from masksae.packing import pack_dir, pack_members
+from masksae.tracking import TrackedRun, lightning_logger, log_eval_result, run_key, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -63,30 +66,98 @@ def describe(cfg: DictConfig) -> str:
     return f"{cfg.model.name}-L{cfg.layer}-{cfg.sae.architecture}-{sparsity}-d{resolve_d_sae(cfg.sae, int(cfg.model.d_model))}-p{cfg.mask_prob}-s{cfg.seed}-ds{cfg.data_seed}"
 
 
-def train_one(cfg: DictConfig) -> dict[str, float] | None:
-    """Train and evaluate one SAE; returns its final metrics, or None when its run already finished."""
-    mask_token_id = validate_config(cfg)
-    key = run_key(cfg)
-    with tracked_run(cfg, key, describe(cfg)) as opened:
-        if opened is None:
-            return None
-        client, run = opened
-        client.set_tag(run.run_id, "mask_token_id", str(mask_token_id))
-        return _train_and_log(cfg, key, mask_token_id, client, run)
+@dataclass
+class OpenRun:
+    """A run this job trains: its config, run key, MLflow run and the tracked_run context that ends it."""
+
+    cfg: DictConfig
+    key: str
+    client: Any
+    run: TrackedRun
+    context: AbstractContextManager[Any]
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the MLflow run FINISHED, or FAILED/KILLED with `error` (tracked_run records it)."""
+        if error is None:
+            self.context.__exit__(None, None, None)
+        else:
+            self.context.__exit__(type(error), error, error.__traceback__)
 
 
-def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, run: Any) -> dict[str, float]:
+def _open_runs(members: list[DictConfig]) -> list[OpenRun]:
+    """Open the members' runs, leaving out those that already FINISHED."""
+    opened: list[OpenRun] = []
+    for cfg in members:
+        key = run_key(cfg)
+        context = tracked_run(cfg, key, describe(cfg))
+        entered = context.__enter__()
+        if entered is None:
+            context.__exit__(None, None, None)
+            continue
+        opened.append(OpenRun(cfg, key, *entered, context))
+    return opened
+
+
+def train_one(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Train and evaluate this job's SAEs (its own, or its pack's); {run name: final metrics} of those that ran
+    (runs that already FINISHED are skipped)."""
+    members = pack_members(cfg)
+    mask_token_id = validate_config(members[0])
+    for member in members[1:]:
+        validate_settings(member)
+    runs = _open_runs(members)
+    if not runs:
+        return {}
+    try:
+        for run in runs:
+            run.client.set_tag(run.run.run_id, "mask_token_id", str(mask_token_id))
+            if len(members) > 1:
+                run.client.set_tag(run.run.run_id, "pack", str(cfg.pack))
+        fitted = _fit(runs, mask_token_id)
+    except BaseException as error:
+        for run in runs:
+            run.end(error)
+        raise
+    results: dict[str, dict[str, float]] = {}
+    failures: list[BaseException] = []
+    for run, sae in zip(runs, fitted.saes, strict=True):
+        try:
+            results[describe(run.cfg)] = _evaluate_and_export(run, fitted, sae, mask_token_id)
+        except Exception as error:  # one member's failure does not cost the others their evals
+            run.end(error)
+            failures.append(error)
+            continue
+        run.end()
+    if failures:
+        raise failures[0]
+    return results
+
+
+@dataclass
+class Fitted:
+    """What training leaves for the evals: the model, clean validation activations, scale, SAEs and final step."""
+
+    model: Any
+    val_acts_ND: torch.Tensor
+    scale: float
+    saes: list[Any]
+    step: int
+
+
+def _fit(runs: list[OpenRun], mask_token_id: int) -> Fitted:
+    """Train the runs' SAEs side by side on one activation stream (normalised by one shared scale)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from masksae.module import SAETrainingModule
-    from masksae.plots import training_curves
 
-    folder = run_dir(cfg, key)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    client.log_artifact(run.run_id, str(folder / "config.yaml"))
+    cfg = runs[0].cfg  # every setting but `sae` is shared by a pack's members
+    for run in runs:
+        folder = run_dir(run.cfg, run.key)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
+        run.client.log_artifact(run.run.run_id, str(folder / "config.yaml"))
     model = shared_model(cfg)
     val = clean_validation_activations(cfg, model)
     train_spec = activation_spec(cfg, "train", int(cfg.activations.train_tokens), cfg.mask_prob, mask_token_id)
@@ -94,11 +165,15 @@ def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, r
     total_steps = data.total_steps
     if total_steps < 1:
         raise ConfigError("training.batch_size", cfg.training.batch_size, f"at most the number of training tokens ({data.n_rows})")
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    sae = build_sae(cfg.sae, model.d_model)
-    with torch.no_grad():
-        sae.init_from_data(data.sample_ND.float() * data.scale)
-    module = SAETrainingModule(sae, cfg.sae, cfg.training, total_steps)
+    saes = []
+    for run in runs:  # each SAE starts exactly as it would alone
+        L.seed_everything(int(run.cfg.seed), workers=True, verbose=False)
+        sae = build_sae(run.cfg.sae, model.d_model)
+        with torch.no_grad():
+            sae.init_from_data(data.sample_ND.float() * data.scale)
+        saes.append(sae)
+    module = SAETrainingModule(saes, [run.cfg.sae for run in runs], cfg.training, total_steps)
+    folder = run_dir(cfg, runs[0].key) if len(runs) == 1 else pack_dir(cfg, [run.key for run in runs])
     checkpoints = ModelCheckpoint(dirpath=folder / "checkpoints", save_last=True, save_top_k=0,
                                   every_n_train_steps=int(cfg.training.checkpoint_every_steps))
     trainer = L.Trainer(
@@ -106,8 +181,7 @@ def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, r
         max_steps=total_steps,
         max_epochs=1,
         val_check_interval=min(int(cfg.training.val_every_steps), total_steps),
-        gradient_clip_val=cfg.training.grad_clip,
-        logger=lightning_logger(run),
+        logger=lightning_logger([run.run for run in runs]),
         callbacks=[checkpoints],
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
         default_root_dir=str(folder),
@@ -115,17 +189,25 @@ def _train_and_log(cfg: DictConfig, key: str, mask_token_id: int, client: Any, r
     )
     last = folder / "checkpoints" / "last.ckpt"
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    return Fitted(model, val.acts_ND, data.scale, saes, trainer.global_step)
+
+
+def _evaluate_and_export(opened: OpenRun, fitted: Fitted, sae: Any, mask_token_id: int) -> dict[str, float]:
+    """Evals, metrics, SAELens export, training curves and the inspection page of one trained SAE."""
+    from masksae.plots import training_curves
+
+    cfg, client, run_id = opened.cfg, opened.client, opened.run.run_id
+    folder = run_dir(cfg, opened.key)
     raw_sae = copy.deepcopy(sae).eval()
-    raw_sae.fold_activation_scale(data.scale)
-    evaluated = run_evals(cfg, model, raw_sae, data.scale, val.acts_ND)
-    evaluated.metrics["train/activation_scale"] = data.scale
-    log_eval_result(client, run.run_id, evaluated, trainer.global_step)
-    metrics = evaluated.metrics
-    export_dir = save_sae(raw_sae, folder / "sae", cfg.sae, run_metadata(cfg, key, mask_token_id, data.scale))
-    client.log_artifacts(run.run_id, str(export_dir), artifact_path="sae")
-    plot = training_curves(client, run.run_id, folder / "training_curves.png")
-    client.log_artifact(run.run_id, str(plot))
-    page = write_inspection(cfg, model, raw_sae, evaluated.tables.get("absorption_per_letter.json"), folder / "inspection.html", key)
-    client.log_artifact(run.run_id, str(page))
-    log.info("run %s finished: %s", key, {k: round(v, 4) for k, v in metrics.items()})
-    return metrics
+    raw_sae.fold_activation_scale(fitted.scale)
+    evaluated = run_evals(cfg, fitted.model, raw_sae, fitted.scale, fitted.val_acts_ND)
+    evaluated.metrics["train/activation_scale"] = fitted.scale
+    log_eval_result(client, run_id, evaluated, fitted.step)
+    export_dir = save_sae(raw_sae, folder / "sae", cfg.sae, run_metadata(cfg, opened.key, mask_token_id, fitted.scale))
+    client.log_artifacts(run_id, str(export_dir), artifact_path="sae")
+    plot = training_curves(client, run_id, folder / "training_curves.png")
+    client.log_artifact(run_id, str(plot))
+    page = write_inspection(cfg, fitted.model, raw_sae, evaluated.tables.get("absorption_per_letter.json"), folder / "inspection.html", opened.key)
+    client.log_artifact(run_id, str(page))
+    log.info("run %s finished: %s", opened.key, {k: round(v, 4) for k, v in evaluated.metrics.items()})
+    return evaluated.metrics

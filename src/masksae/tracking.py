@@ -20,18 +20,28 @@ from masksae.launch.heartbeat import heartbeat
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Config sections that do not change what a run computes: left out of the run key.
-NON_KEY_SECTIONS = ("paths", "launcher", "tracking", "eval", "hydra")
+# `pack` only says which job trains the run.
+NON_KEY_SECTIONS = ("paths", "launcher", "tracking", "eval", "hydra", "pack")
+# Settings inside key sections that do not change what a run computes either.
+NON_KEY_SETTINGS = (("activations", "cache_budget_gb"),)
 SWEEP_ID_ENV = "MASKSAE_SWEEP_ID"
 
 
-def _digest(payload: object, length: int = 12) -> str:
+def digest(payload: object, length: int = 12) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
-def run_key(cfg: DictConfig) -> str:
-    """Hash of the resolved config minus paths, launcher, logging and eval settings."""
+def key_config(cfg: DictConfig, left_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The resolved config that decides what a run computes (no paths, launcher, logging, eval or cache budget)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    return _digest({key: value for key, value in resolved.items() if key not in NON_KEY_SECTIONS})
+    for section, setting in NON_KEY_SETTINGS:
+        resolved.get(section, {}).pop(setting, None)
+    return {key: value for key, value in resolved.items() if key not in (*NON_KEY_SECTIONS, *left_out)}
+
+
+def run_key(cfg: DictConfig) -> str:
+    """Hash of key_config: equal configs share one MLflow run, checkpoints and export."""
+    return digest(key_config(cfg))
 
 
 def is_sweep_override(override: str) -> bool:
@@ -42,7 +52,7 @@ def is_sweep_override(override: str) -> bool:
 
 def sweep_id_from_argv(argv: list[str]) -> str:
     """Hash of the sorted sweep overrides of a command line (an `experiment=` preset is one of them)."""
-    return _digest(sorted(arg for arg in argv if "=" in arg and not arg.startswith("-") and is_sweep_override(arg)))
+    return digest(sorted(arg for arg in argv if "=" in arg and not arg.startswith("-") and is_sweep_override(arg)))
 
 
 def ensure_sweep_id(argv: list[str]) -> str:
@@ -156,16 +166,40 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any,
     client.set_terminated(run_id, status="FINISHED")
 
 
-def lightning_logger(run: TrackedRun) -> Any:
-    """Lightning's MLFlowLogger on this run, except that it never ends the run (Lightning marks it FINISHED when fit
-    returns, before evals and export, so a job killed during evals would look like a success; tracked_run ends it)."""
-    from lightning.pytorch.loggers import MLFlowLogger
+def lightning_logger(runs: list[TrackedRun]) -> Any:
+    """A Lightning logger that sends the metric `<i>/<name>` to runs[i] as `<name>` (a pack trains one SAE per run).
+    It never ends a run: Lightning's MLFlowLogger marks its run FINISHED when fit returns, before evals and export,
+    so a job killed during evals would look like a success; tracked_run ends each run."""
+    from lightning.pytorch.loggers import Logger
 
-    class RunOwnedByTrackedRun(MLFlowLogger):
-        def finalize(self, status: str = "success") -> None:
-            return None
+    class PackRunsLogger(Logger):
+        def __init__(self) -> None:
+            super().__init__()
+            from mlflow import MlflowClient
 
-    return RunOwnedByTrackedRun(tracking_uri=run.uri, run_id=run.run_id)
+            self.client = MlflowClient(tracking_uri=runs[0].uri)
+
+        @property
+        def name(self) -> str:
+            return "masksae"
+
+        @property
+        def version(self) -> str:
+            return runs[0].run_id
+
+        def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+            return None  # tracked_run logs the resolved config as params
+
+        def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+            by_run: dict[int, dict[str, float]] = {}
+            for name, value in metrics.items():
+                index, _, metric = name.partition("/")
+                if index.isdigit() and metric:
+                    by_run.setdefault(int(index), {})[metric] = value
+            for index, values in by_run.items():
+                log_metrics(self.client, runs[index].run_id, values, step or 0)
+
+    return PackRunsLogger()
 
 
 def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: int) -> None:

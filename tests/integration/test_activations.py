@@ -98,3 +98,24 @@ def test_a_set_over_the_cache_budget_streams_the_same_activations(make_cfg, gemm
     distances = torch.cdist(epoch_BD, cached.train_acts_ND, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values  # every streamed row is a cached (unmasked) row
     assert distances.max() < 1e-3 * cached.train_acts_ND.norm(dim=1).mean()
     assert streamed.scale == pytest.approx(cached.scale, rel=0.05)
+
+
+
+def test_zero_ablation_ce_is_computed_once_per_model_layer_and_sequences(make_cfg, gemma, monkeypatch) -> None:
+    from masksae.evals import shared, store
+    from masksae.evals.core import zero_ablation_ce
+    from masksae.resources import split_sequences
+
+    cfg = make_cfg("debug=smoke", "eval.seed=7")
+    sequences_NS = split_sequences(cfg, gemma, "validation", 2 * int(cfg.activations.context_length))
+    direct = zero_ablation_ce(gemma, int(cfg.layer), sequences_NS, 2)
+    assert shared.ce_loss_zero(cfg, gemma, sequences_NS) == pytest.approx(direct, rel=1e-12) and direct > 0
+
+    def recompute(*args: object) -> float:
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(shared, "zero_ablation_ce", recompute)
+    store._RECENT.clear()  # read back from disk, as another process would
+    assert shared.ce_loss_zero(cfg, gemma, sequences_NS) == pytest.approx(direct, rel=1e-12)
+    with pytest.raises(AssertionError, match="recomputed"):  # other sequences are another artifact
+        shared.ce_loss_zero(cfg, gemma, sequences_NS[:1])

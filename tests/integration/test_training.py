@@ -39,7 +39,8 @@ def _run_of(client: MlflowClient, key: str):
 def smoke_run(make_cfg, gemma):
     """One real smoke run (TopK, k = 16) shared by the tests of this module."""
     cfg = make_cfg("debug=smoke", "sae=topk", "sae.k=16")
-    return cfg, train_one(cfg)
+    (metrics,) = train_one(cfg).values()
+    return cfg, metrics
 
 
 def test_smoke_run_logs_everything_and_rerun_is_skipped(smoke_run, mlflow_uri) -> None:
@@ -64,7 +65,7 @@ def test_smoke_run_logs_everything_and_rerun_is_skipped(smoke_run, mlflow_uri) -
     history = client.get_metric_history(run.info.run_id, "train/mse")
     assert len(history) >= 3 and history[-1].value < history[0].value
     assert metrics["core/explained_variance"] == run.data.metrics["core/explained_variance"]
-    assert train_one(cfg) is None  # same run key, FINISHED: skipped
+    assert train_one(cfg) == {}  # same run key, FINISHED: skipped
     assert _run_of(client, run_key(cfg)).info.run_id == run.info.run_id
 
 

@@ -61,23 +61,40 @@ def _next_token_losses(logits_BSV: torch.Tensor, ids_BS: torch.Tensor) -> torch.
     return F.cross_entropy(logits_BSV[:, :-1].flatten(0, 1).float(), ids_BS[:, 1:].flatten(), reduction="none").view(ids_BS.shape[0], -1)
 
 
+def _non_special_targets(model: LoadedModel, ids_BS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, S, 1] positions whose residual is replaced (non-special) and [B, S-1] next-token targets that count."""
+    keep_BS1 = (~special_positions(ids_BS, model.special_ids().to(ids_BS.device))).unsqueeze(-1)
+    return keep_BS1, keep_BS1[:, 1:, 0]
+
+
 @torch.no_grad()
-def ce_metrics(model: LoadedModel, sae: SparseAutoencoder, layer: int, sequences_NS: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """CE loss clean / SAE-spliced / zero-ablated at non-special positions, CE loss recovered and KL(clean || SAE)."""
-    special_ids = model.special_ids()
-    totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl": 0.0}
+def zero_ablation_ce(model: LoadedModel, layer: int, sequences_NS: torch.Tensor, batch_size: int) -> float:
+    """Mean next-token CE with the layer's residual zeroed at non-special positions: the same for every SAE."""
+    total, count = 0.0, 0
+    for ids_BS in sequences_NS.split(batch_size):
+        ids_BS = ids_BS.to(model.device)
+        keep_BS1, target_BT = _non_special_targets(model, ids_BS)
+        with model.replaced_residual(layer, lambda resid_BSD: torch.where(keep_BS1, torch.zeros_like(resid_BSD), resid_BSD)):
+            zero_BSV = model.model(input_ids=ids_BS, use_cache=False).logits
+        total += float(_next_token_losses(zero_BSV, ids_BS)[target_BT].sum())
+        count += int(target_BT.sum())
+    return total / count
+
+
+@torch.no_grad()
+def ce_metrics(model: LoadedModel, sae: SparseAutoencoder, layer: int, sequences_NS: torch.Tensor, batch_size: int,
+               ce_loss_zero: float) -> dict[str, float]:
+    """CE loss clean / SAE-spliced at non-special positions, CE loss recovered against the zero-ablation CE, and
+    KL(clean || SAE)."""
+    totals = {"clean": 0.0, "sae": 0.0, "kl": 0.0}
     count = 0
     for ids_BS in sequences_NS.split(batch_size):
         ids_BS = ids_BS.to(model.device)
-        keep_BS1 = (~special_positions(ids_BS, special_ids.to(ids_BS.device))).unsqueeze(-1)
-        target_BT = keep_BS1[:, 1:, 0]
+        keep_BS1, target_BT = _non_special_targets(model, ids_BS)
 
         def with_sae(resid_BSD: torch.Tensor) -> torch.Tensor:
             xhat_BSD = sae(resid_BSD.float()).to(resid_BSD.dtype)
             return torch.where(keep_BS1, xhat_BSD, resid_BSD)
-
-        def with_zero(resid_BSD: torch.Tensor) -> torch.Tensor:
-            return torch.where(keep_BS1, torch.zeros_like(resid_BSD), resid_BSD)
 
         clean_BSV = model.model(input_ids=ids_BS, use_cache=False).logits
         totals["clean"] += float(_next_token_losses(clean_BSV, ids_BS)[target_BT].sum())
@@ -88,12 +105,8 @@ def ce_metrics(model: LoadedModel, sae: SparseAutoencoder, layer: int, sequences
         sae_logp_TV = sae_BSV[:, :-1][target_BT].float().log_softmax(-1)
         totals["kl"] += float((clean_logp_TV.exp() * (clean_logp_TV - sae_logp_TV)).sum())
         del clean_BSV, sae_BSV, clean_logp_TV, sae_logp_TV
-        with model.replaced_residual(layer, with_zero):
-            zero_BSV = model.model(input_ids=ids_BS, use_cache=False).logits
-        totals["zero"] += float(_next_token_losses(zero_BSV, ids_BS)[target_BT].sum())
-        del zero_BSV
         count += int(target_BT.sum())
-    clean, spliced, zero = (totals[name] / count for name in ("clean", "sae", "zero"))
+    clean, spliced, zero = totals["clean"] / count, totals["sae"] / count, ce_loss_zero
     return {
         "ce_loss_clean": clean,
         "ce_loss_sae": spliced,
@@ -111,8 +124,9 @@ def evaluate_core(
     ce_sequences_NS: torch.Tensor,
     scale: float,
     batch_size: int,
+    ce_loss_zero: float,
 ) -> dict[str, float]:
-    """All `core/*` metrics of a raw-space SAE on clean held-out text."""
+    """All `core/*` metrics of a raw-space SAE on clean held-out text (`ce_loss_zero`: zero_ablation_ce of the sequences)."""
     metrics = reconstruction_metrics(sae, val_acts_ND, scale)
-    metrics.update(ce_metrics(model, sae, layer, ce_sequences_NS, batch_size))
+    metrics.update(ce_metrics(model, sae, layer, ce_sequences_NS, batch_size, ce_loss_zero))
     return {f"core/{name}": value for name, value in metrics.items()}

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from masksae.evals import absorption, ood, probing
 from masksae.evals.core import evaluate_core
 from masksae.evals.probes import one_vs_rest_tasks
-from masksae.evals.shared import spelling_setup, task_activations, tasks_in_use
+from masksae.evals.shared import ce_loss_zero, spelling_setup, task_activations, tasks_in_use
 from masksae.evals.task_activations import pooled_latents
 from masksae.models import LoadedModel
 from masksae.resources import split_sequences
@@ -47,7 +47,8 @@ def _mean_and_se(prefix: str, rows: list[dict[str, float]]) -> dict[str, float]:
 def _core(cfg: DictConfig, model: LoadedModel, sae: SparseAutoencoder, scale: float, val_acts_ND: torch.Tensor, result: EvalResult) -> None:
     n_tokens = int(cfg.eval.core.ce_sequences) * int(cfg.activations.context_length)
     ce_sequences_NS = split_sequences(cfg, model, "validation", n_tokens)
-    result.metrics.update(evaluate_core(model, sae, int(cfg.layer), val_acts_ND, ce_sequences_NS, scale, int(cfg.eval.core.batch_size)))
+    result.metrics.update(evaluate_core(model, sae, int(cfg.layer), val_acts_ND, ce_sequences_NS, scale, int(cfg.eval.core.batch_size),
+                                        ce_loss_zero(cfg, model, ce_sequences_NS)))
 
 
 def _absorption(cfg: DictConfig, model: LoadedModel, sae: SparseAutoencoder, result: EvalResult) -> None:

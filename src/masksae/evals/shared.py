@@ -1,14 +1,18 @@
-"""LLM-side eval work done once per (model, layer, eval settings) and cached: first-letter set-up and task activations."""
+"""LLM-side eval work done once per (model, layer, eval settings) and cached: first-letter set-up, task activations,
+zero-ablation CE."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 
 from masksae.config import plain
 from masksae.evals import ood, probing
+from masksae.evals.core import zero_ablation_ce
 from masksae.evals.probes import one_vs_rest_tasks
 from masksae.evals.spelling import SpellingSetup, as_setup, build_spelling_setup
 from masksae.evals.store import artifact_key, cached_artifact
@@ -79,3 +83,16 @@ def task_activations(cfg: DictConfig, model: LoadedModel, name: str) -> TaskActi
         return {"acts_TD": acts_TD, "example_T": example_T}, info
 
     return as_task_activations(*cached_artifact(cache_root(cfg), artifact_key("task", payload), build))
+
+
+def ce_loss_zero(cfg: DictConfig, model: LoadedModel, sequences_NS: torch.Tensor) -> float:
+    """The zero-ablation CE of the core eval's sequences at this layer (SAE-independent: computed once, cached)."""
+    fingerprint = hashlib.blake2b(sequences_NS.cpu().numpy().tobytes(), digest_size=16).hexdigest()
+    payload = {**_model_payload(cfg), "sequences": fingerprint, "shape": list(sequences_NS.shape)}
+
+    def build() -> tuple[dict, dict]:
+        value = zero_ablation_ce(model, int(cfg.layer), sequences_NS, int(cfg.eval.core.batch_size))
+        return {"ce_loss_zero": torch.tensor([value], dtype=torch.float64)}, {}
+
+    tensors, _ = cached_artifact(cache_root(cfg), artifact_key("ce_zero", payload), build)
+    return float(tensors["ce_loss_zero"][0])

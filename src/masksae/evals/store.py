@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from masksae.locks import exclusive_lock
 log = logging.getLogger(__name__)
 STORE_FORMAT_VERSION = 1
 Artifact = tuple[dict[str, torch.Tensor], dict[str, Any]]
+# The artifacts read last in this process, by path, with the file's (mtime, size) when read: a multirun evaluates
+# one SAE after another with the same set-up, and re-reading (and re-checksumming) ~300 MB per run is wasted.
+_RECENT: OrderedDict[Path, tuple[tuple[int, int], Artifact]] = OrderedDict()
+RECENT_ARTIFACTS = 8
 
 
 def artifact_key(kind: str, payload: Mapping[str, Any]) -> str:
@@ -62,16 +67,39 @@ def _write(path: Path, tensors: Mapping[str, torch.Tensor], info: Mapping[str, A
     os.replace(staging, path)
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _remember(path: Path, artifact: Artifact) -> Artifact:
+    stamp = _stamp(path)
+    if stamp is not None:
+        _RECENT[path] = (stamp, artifact)
+        _RECENT.move_to_end(path)
+        while len(_RECENT) > RECENT_ARTIFACTS:
+            _RECENT.popitem(last=False)
+    return artifact
+
+
 def cached_artifact(root: Path, key: str, build: Callable[[], Artifact]) -> Artifact:
-    """The artifact `key` under `root/evals`, built by `build()` once even when several processes ask at once."""
+    """The artifact `key` under `root/evals`, built by `build()` once even when several processes ask at once.
+    Callers share the returned tensors: they must not modify them."""
     path = root / "evals" / f"{key}.bin"
+    recent = _RECENT.get(path)
+    if recent is not None and recent[0] == _stamp(path):
+        _RECENT.move_to_end(path)
+        return recent[1]
     found = _read(path)
     if found is not None:
-        return found
+        return _remember(path, found)
     with exclusive_lock(path.with_name(f".{key}.lock")):
         found = _read(path)
         if found is None:
             tensors, info = build()
             _write(path, tensors, info)
             found = tensors, dict(info)
-    return found
+    return _remember(path, found)

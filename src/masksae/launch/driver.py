@@ -89,16 +89,40 @@ def classify(plan: Plan) -> None:
         point.slurm_job_id, point.reason = None, None
 
 
-def _launch(plan: Plan, launcher: Any, config: DictConfig) -> list[str]:
-    """Launch the points to run as one array; returns the error of each job that failed in Python."""
-    submit = [p for p in plan.points if p.task is not None]
-    if not submit:
+def assign_jobs(plan: Plan, configs: list[DictConfig], pack_size: int, write: bool) -> list[list[str]]:
+    """Number the points to run by job (`task`) and return each job's overrides. With pack_size > 1, up to that many
+    points that differ only in `sae` share one job, which trains them from one activation stream (`+pack=<folder>`
+    with their configs, written when `write`); a pack resumes from its own checkpoint."""
+    from masksae.packing import group_by_pack_key, pack_dir, write_pack
+
+    todo = [i for i, point in enumerate(plan.points) if point.action in plans.SUBMITTED]
+    jobs: list[list[str]] = []
+    for group in group_by_pack_key([configs[i] for i in todo], pack_size):
+        members = [todo[g] for g in group]
+        overrides = list(plan.points[members[0]].overrides)
+        if len(members) > 1:
+            member_cfgs = [configs[i] for i in members]
+            folder = write_pack(member_cfgs) if write else pack_dir(member_cfgs[0], [plan.points[i].run_key for i in members])
+            overrides.append(f"+pack='{folder}'")
+            for i in members:
+                plan.points[i].checkpoint = str(folder / "checkpoints" / "last.ckpt")
+                if Path(plan.points[i].checkpoint).exists():
+                    plan.points[i].action = plans.RESUME
+        for i in members:
+            plan.points[i].task = len(jobs)
+        jobs.append(overrides)
+    return jobs
+
+
+def _launch(plan: Plan, launcher: Any, config: DictConfig, jobs: list[list[str]]) -> list[str]:
+    """Launch the jobs as one array; returns the error of each job that failed in Python."""
+    if not jobs:
         return []
     if plan.launcher == "submitit_local":  # slurm jobs get it from the launcher's `setup` lines
         os.environ["OMP_NUM_THREADS"] = str(config.hydra.launcher.get("cpus_per_task") or 1)
     errors: list[str] = []
     try:
-        results = launcher.launch([p.overrides for p in submit], initial_job_idx=0)
+        results = launcher.launch(jobs, initial_job_idx=0)
         errors = [str(r._return_value) for r in results if r.status.name == "FAILED"]
     except Exception as error:  # a job that died without a result (SLURM kill, OOM): the wait below names it
         print(f"[masksae] launcher: {type(error).__name__}: {str(error)[:500]}", file=sys.stderr)
@@ -131,9 +155,22 @@ def _validate(configs: list[DictConfig], dry_run: bool) -> str | None:
     return None
 
 
+def validate_pack_size(pack_size: object) -> int:
+    if isinstance(pack_size, bool) or not isinstance(pack_size, int) or pack_size < 1:
+        raise ConfigError("hydra.sweeper.pack_size", pack_size, "an integer >= 1 (1: one SAE per job)")
+    return pack_size
+
+
 def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callable[[Sequence[str]], DictConfig],
-              launcher: Any, dry_run: bool) -> list[Any]:
+              launcher: Any, dry_run: bool, pack_size: int = 1) -> list[Any]:
     """Plan every grid point, print or launch, wait, write the plan and print the summary; raise SweepFailed on failures."""
+    from masksae.cli import EXIT_BAD_INPUT
+
+    try:
+        validate_pack_size(pack_size)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     configs = [task_config(compose(job)) for job in jobs]
     offline = _validate(configs, dry_run)
     plan = build_plan(config, configs, jobs)
@@ -141,6 +178,7 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
     for point in plan.points:
         if point.action == plans.SKIP:
             print(f"[masksae] run {point.run_key} already FINISHED as MLflow run {point.run_id}: skipped", file=sys.stderr)
+    job_overrides = assign_jobs(plan, configs, pack_size, write=not dry_run)
     if dry_run:
         from masksae.launch.estimate import report
 
@@ -148,13 +186,11 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
         if offline:
             print(f"[dry run] WARNING: {offline}")
         return []
-    for task, point in enumerate(p for p in plan.points if p.action in plans.SUBMITTED):
-        point.task = task
     path = plan_path(configs[0], plan.sweep_id)
     Path(plan.sweep_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, Path(plan.sweep_dir) / "multirun.yaml")
     plan.save(path)
-    errors = _launch(plan, launcher, config)
+    errors = _launch(plan, launcher, config, job_overrides)
     plan.save(path)
     print(plans.summary_line(plan))
     for point in plan.points:

@@ -54,7 +54,8 @@ def report(plan: Plan, configs: list[DictConfig], launcher: DictConfig) -> str:
     params = OmegaConf.to_container(launcher, resolve=True)
     gpus = int(params.get("gpus_per_node") or 0)
     hours = float(params.get("timeout_min") or 0) / 60
-    lines = [f"[dry run] sweep {plan.sweep_id}: {len(plan.points)} grid points -> {len(chosen)} jobs to submit "
+    n_jobs = len({point.task for point, _ in chosen})
+    lines = [f"[dry run] sweep {plan.sweep_id}: {len(plan.points)} grid points -> {len(chosen)} runs in {n_jobs} jobs to submit "
              f"({', '.join(f'{n} {a}' for a, n in actions.items())}); launcher {plan.launcher}"]
     resources = {k: params.get(k) for k in ("partition", "account", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min",
                                              "array_parallelism", "max_num_timeout") if k in params}
@@ -69,8 +70,8 @@ def report(plan: Plan, configs: list[DictConfig], launcher: DictConfig) -> str:
         caches.setdefault(key, cfg)
     unit = "GPU-hours" if gpus else "CPU-job-hours"
     lines.append(f"[dry run] {unit}: ~{estimated:.1f} estimated (launcher.llm_tokens_per_s={chosen[0][1].launcher.llm_tokens_per_s}, "
-                 f"sae_tokens_per_s={chosen[0][1].launcher.sae_tokens_per_s}), at most {len(chosen) * max(gpus, 1) * hours:.1f} requested "
-                 f"({len(chosen)} jobs x {max(gpus, 1)} x {hours:.1f} h time limit)")
+                 f"sae_tokens_per_s={chosen[0][1].launcher.sae_tokens_per_s}), at most {n_jobs * max(gpus, 1) * hours:.1f} requested "
+                 f"({n_jobs} jobs x {max(gpus, 1)} x {hours:.1f} h time limit)")
     need = sum(cache_bytes(cfg) for cfg in caches.values())
     first = chosen[0][1]
     free = _free_bytes(Path(first.paths.cache_dir).expanduser())
