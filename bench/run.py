@@ -21,9 +21,11 @@ from masksae.models import load_model
 from masksae.resources import cache_root, clean_validation_activations, shared_model, split_sequences
 
 D_SAE, K, BATCH = 16384, 64, 4096
-GRID_SIZES = {  # --grid small: the default run shrunk (~20x fewer LLM tokens, smaller eval), labelled as such
+GRID_SIZES = {  # --grid small: the default run shrunk (~20x fewer LLM tokens, the smoke eval sizes), labelled as such
     "default": [],
-    "small": ["activations.train_tokens=20480", "activations.val_tokens=4096", "eval.core.ce_sequences=4"],
+    "small": ["activations.train_tokens=20480", "activations.val_tokens=4096", "eval.core.ce_sequences=4",
+              "eval.absorption.words_per_letter=24", "eval.sparse_probing.train_per_class=24", "eval.sparse_probing.test_per_class=12",
+              "eval.sparse_probing.context_length=32", "eval.ood.ood_per_class=12", "eval.inspection.sequences=8"],
 }
 
 

@@ -22,6 +22,17 @@ def test_gemma_dry_run_shows_the_array_gpu_hours_and_cache_disk(session_env, rep
     assert "activation caches: 5 " in done.stdout and "x ~921.60 GB" in done.stdout and "= 4.61 TB" in done.stdout
     assert "#0 new    gemma-2-2b-L12-topk-k32-d18432-p0-s0-ds0" in done.stdout and "Submitted" not in done.stdout + done.stderr
     assert "WARNING: model gemma-2-2b (google/gemma-2-2b) is not in the Hugging Face cache" in done.stdout  # offline here
+    packed = subprocess.run([*command, "hydra.sweeper.pack_size=4"], cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=600)
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    # 12 points per mask rate differ only in sae / l0: 3 packs of 4 each
+    assert "60 grid points -> 60 runs in 15 jobs to submit" in packed.stdout and "(15 jobs x 1 x 12.0 h time limit)" in packed.stdout
+
+
+def test_bad_pack_size_is_one_line_before_anything_is_submitted(session_env, repo_root) -> None:
+    command = [sys.executable, "-m", "train", "-m", "experiment=local_sweep", "hydra.sweeper.pack_size=0"]
+    done = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "error: invalid config hydra.sweeper.pack_size=0: an integer >= 1 (1: one SAE per job)"
 
 
 def test_bad_launcher_value_is_one_line_before_anything_is_submitted(session_env, repo_root) -> None:

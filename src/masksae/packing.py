@@ -12,13 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 from masksae.errors import ConfigError
 from masksae.tracking import digest, key_config, run_key
 
-# The one section members of a pack may differ in; everything else (data, mask rate, seeds, training) is shared.
-MEMBER_SECTION = "sae"
+# What members of a pack may differ in: the SAE (and `l0`, the sweep presets' sparsity shortcut that only `sae` reads).
+# Everything else (model, layer, data, mask rate, seeds, training) is shared.
+MEMBER_KEYS = ("sae", "l0")
 
 
 def pack_key(cfg: DictConfig) -> str:
-    """Hash of what a pack's members share: the run key's config without the `sae` section."""
-    return digest(key_config(cfg, left_out=(MEMBER_SECTION,)))
+    """Hash of what a pack's members share: the run key's config without MEMBER_KEYS."""
+    return digest(key_config(cfg, left_out=MEMBER_KEYS))
 
 
 def group_by_pack_key(configs: Sequence[DictConfig], pack_size: int) -> list[list[int]]:
@@ -62,5 +63,5 @@ def pack_members(cfg: DictConfig) -> list[DictConfig]:
     members = [OmegaConf.load(path) for path in paths]
     keys = {pack_key(member) for member in members}
     if len(keys) != 1:
-        raise ConfigError("pack", folder, f"members that differ only in `{MEMBER_SECTION}` (found {len(keys)} different shared configs)")
+        raise ConfigError("pack", folder, f"members that differ only in {' / '.join(MEMBER_KEYS)} (found {len(keys)} different shared configs)")
     return members

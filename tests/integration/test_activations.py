@@ -119,3 +119,24 @@ def test_zero_ablation_ce_is_computed_once_per_model_layer_and_sequences(make_cf
     assert shared.ce_loss_zero(cfg, gemma, sequences_NS) == pytest.approx(direct, rel=1e-12)
     with pytest.raises(AssertionError, match="recomputed"):  # other sequences are another artifact
         shared.ce_loss_zero(cfg, gemma, sequences_NS[:1])
+
+
+def test_a_sweep_pins_the_caches_of_its_submitted_points_until_it_ends(make_cfg, gemma, tmp_path, monkeypatch) -> None:
+    from masksae import resources
+    from masksae.activations import ActivationSet
+    from masksae.launch.pins import pin_caches, unpin_caches
+    from masksae.launch.plan import NEW, SKIP, Plan, Point
+
+    cfg = make_cfg("debug=smoke", "mask_prob=0.2", "activations.cache_budget_gb=0.001")
+    isolated = ActivationCache(tmp_path, budget_bytes=1_000_000)  # not the session's cache: this test evicts
+    monkeypatch.setattr(resources, "activation_cache", lambda _cfg: isolated)
+    points = [Point(0, [], "k0", "queued", "", action=NEW), Point(1, [], "k1", "finished", "", action=SKIP)]
+    pins = pin_caches(Plan("sweep-x", "sqlite://", "e", "basic", str(tmp_path), points), [cfg, cfg])
+    assert sorted(pin.spec.split for pin in pins) == ["train", "validation"]  # the skipped point pins nothing
+    train = next(pin.spec for pin in pins if pin.spec.split == "train")
+    assert (train.mask_prob, train.mask_token_id, train.n_tokens) == (0.2, 4, int(cfg.activations.train_tokens))
+    isolated.store(ActivationSet(torch.zeros(1000, 8), torch.zeros(1000, dtype=torch.bool), train))
+    assert not isolated.make_room(999_000, "another-set")  # the queued job's set is pinned: not evicted
+    assert isolated.folder(train).exists()
+    unpin_caches(pins)
+    assert isolated.make_room(999_000, "another-set") and not isolated.folder(train).exists()

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from masksae.launch import plan as plans
 from masksae.launch import slurm
 from masksae.launch.heartbeat import STALE_AFTER_S
+from masksae.launch.pins import pin_caches, unpin_caches
 from masksae.launch.plan import Plan, Point
 from masksae.errors import ConfigError, OfflineError
 from masksae.tracking import SWEEP_ID_ENV, run_key, tracking_uri
@@ -190,7 +191,11 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
     Path(plan.sweep_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, Path(plan.sweep_dir) / "multirun.yaml")
     plan.save(path)
-    errors = _launch(plan, launcher, config, job_overrides)
+    pins = pin_caches(plan, configs)
+    try:
+        errors = _launch(plan, launcher, config, job_overrides)
+    finally:
+        unpin_caches(pins)
     plan.save(path)
     print(plans.summary_line(plan))
     for point in plan.points:
