@@ -51,7 +51,7 @@ demo: install ## the default run: gemma-3-270m layer 6, TopK SAE, mask_prob 0.1,
 	$(PY) -m train
 	@echo "[demo] results: MLflow store $(CURDIR)/mlflow.db (browse with 'make mlflow-ui'), run folders in $(CURDIR)/outputs/runs/"
 
-test: install ## the test suite (loads the real model once; ~6-9 min on 2 cores)
+test: install ## the test suite (real model, text, MLflow, SLURM, grids; ~17 min on 2 cores)
 	$(PY) -m pytest tests
 
 report: install ## the sweep's table, plots and markdown from MLflow, logged to a parent run: make report SWEEP_ID=<id>

@@ -75,9 +75,13 @@ class OpenRun:
     client: Any
     run: TrackedRun
     context: AbstractContextManager[Any]
+    ended: bool = False
 
     def end(self, error: BaseException | None = None) -> None:
-        """End the MLflow run FINISHED, or FAILED/KILLED with `error` (tracked_run records it)."""
+        """End the MLflow run FINISHED, or FAILED/KILLED with `error` (tracked_run records it); once."""
+        if self.ended:
+            return
+        self.ended = True
         if error is None:
             self.context.__exit__(None, None, None)
         else:
@@ -87,47 +91,50 @@ class OpenRun:
 def _open_runs(members: list[DictConfig]) -> list[OpenRun]:
     """Open the members' runs, leaving out those that already FINISHED."""
     opened: list[OpenRun] = []
-    for cfg in members:
-        key = run_key(cfg)
-        context = tracked_run(cfg, key, describe(cfg))
-        entered = context.__enter__()
-        if entered is None:
-            context.__exit__(None, None, None)
-            continue
-        opened.append(OpenRun(cfg, key, *entered, context))
+    try:
+        for cfg in members:
+            key = run_key(cfg)
+            context = tracked_run(cfg, key, describe(cfg))
+            entered = context.__enter__()
+            if entered is None:
+                context.__exit__(None, None, None)
+                continue
+            opened.append(OpenRun(cfg, key, *entered, context))
+    except BaseException as error:
+        for run in opened:
+            run.end(error)
+        raise
     return opened
 
 
 def train_one(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Train and evaluate this job's SAEs (its own, or its pack's); {run name: final metrics} of those that ran
-    (runs that already FINISHED are skipped)."""
+    (runs that already FINISHED are skipped). One SAE's failed evals fail its run only; the job still fails."""
     members = pack_members(cfg)
     mask_token_id = validate_config(members[0])
     for member in members[1:]:
         validate_settings(member)
     runs = _open_runs(members)
-    if not runs:
-        return {}
+    results: dict[str, dict[str, float]] = {}
+    failures: list[Exception] = []
     try:
         for run in runs:
             run.client.set_tag(run.run.run_id, "mask_token_id", str(mask_token_id))
             if len(members) > 1:
                 run.client.set_tag(run.run.run_id, "pack", str(cfg.pack))
-        fitted = _fit(runs, mask_token_id)
-    except BaseException as error:
+        fitted = _fit(runs, mask_token_id) if runs else None
+        for run, sae in zip(runs, fitted.saes if fitted else [], strict=True):
+            try:
+                results[describe(run.cfg)] = _evaluate_and_export(run, fitted, sae, mask_token_id)
+            except Exception as error:
+                run.end(error)
+                failures.append(error)
+                continue
+            run.end()
+    except BaseException as error:  # training failed or the job is being stopped: every run still open says so
         for run in runs:
             run.end(error)
         raise
-    results: dict[str, dict[str, float]] = {}
-    failures: list[BaseException] = []
-    for run, sae in zip(runs, fitted.saes, strict=True):
-        try:
-            results[describe(run.cfg)] = _evaluate_and_export(run, fitted, sae, mask_token_id)
-        except Exception as error:  # one member's failure does not cost the others their evals
-            run.end(error)
-            failures.append(error)
-            continue
-        run.end()
     if failures:
         raise failures[0]
     return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,7 +45,8 @@ def test_make_mlflow_ui_serves_the_store(repo_root, tmp_path) -> None:
                         break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow-ui did not come up: {server.stderr.read().decode()[-2000:]}")
+                    os.killpg(server.pid, signal.SIGTERM)  # a server still starting would keep stderr open for ever
+                    pytest.fail(f"mlflow-ui did not come up in 120 s: {server.communicate(timeout=30)[1].decode()[-2000:]}")
                 time.sleep(1)
         request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
                                          headers={"Content-Type": "application/json"})
@@ -54,5 +56,6 @@ def test_make_mlflow_ui_serves_the_store(repo_root, tmp_path) -> None:
         with urllib.request.urlopen(f"{base}/", timeout=10) as response:
             assert response.status == 200 and b"<html" in response.read(2000).lower()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
