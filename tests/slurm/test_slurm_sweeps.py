@@ -82,7 +82,7 @@ def smoke_sweep(sweep_env, tmp_path_factory) -> dict:
 
 def test_smoke_sweep_ends_with_four_finished_runs_carrying_slurm_ids(smoke_sweep) -> None:
     env = smoke_sweep["env"]
-    assert "4 jobs submitted" in smoke_sweep["submit"].stdout
+    assert "4 runs in 4 jobs submitted" in smoke_sweep["submit"].stdout
     assert not [r for r in smoke_sweep["at_submit"] if r.info.status == "FINISHED"], "submit returned only after jobs finished"
     runs = _runs(env["MLFLOW_TRACKING_URI"], "masksae")
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}

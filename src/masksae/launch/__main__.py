@@ -44,9 +44,10 @@ def submit(overrides: list[str], driver: str, wait_s: float) -> int:
             return process.returncode
         if plan_file.exists() and plan_file.stat().st_mtime >= started:
             plan = plans.Plan.load(plan_file)
-            tasks = sum(p.task is not None for p in plan.points)
+            runs = sum(p.task is not None for p in plan.points)
+            tasks = len({p.task for p in plan.points if p.task is not None})  # a pack is one job for several runs
             if plan.launcher != "slurm" or len(slurm.submitted_tasks(plan.submitit_root)) >= tasks:
-                print(f"[masksae] sweep {sweep_id}: {tasks} jobs submitted ({len(plan.points) - tasks} not: finished or live); "
+                print(f"[masksae] sweep {sweep_id}: {runs} runs in {tasks} jobs submitted ({len(plan.points) - runs} not: finished or live); "
                       f"driver pid {process.pid} waits on them, log {log}; state: make sweep-status SWEEP={sweep_id}")
                 return 0
         time.sleep(1)
