@@ -68,7 +68,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
 	$(PY) -m pip install -q -c $(VENV)/bench-constraints.txt -r bench/requirements.txt
 	touch $@
 
-bench: $(VENV)/.bench-installed ## speed figures of issue 5 (ours vs SAELens, stop-at-layer, 16-run grid, matmul peak) -> bench/results.{json,md}; ~1.5 h on 2 cores (BENCH_ARGS="--grid small": ~40 min)
+bench: $(VENV)/.bench-installed ## speed figures of issue 5 (ours vs SAELens, stop-at-layer, 16-run grid, matmul peak) -> bench/results.{json,md}; BENCH_ARGS="--grid small": 61 min measured on 2 cores (default grid: several hours)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 mlflow-ui: install ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the local store
