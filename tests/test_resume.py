@@ -66,7 +66,7 @@ def test_each_sae_of_a_pack_trains_exactly_as_alone(tmp_path: Path) -> None:
     packed = _fit(names, tmp_path / "pack")
     for index, name in enumerate(names):
         alone = _fit([name], tmp_path / name)
-        assert alone, name
+        in_pack = {key: value for key, value in packed.items() if key.startswith(f"members.{index}.")}
+        assert {key.replace("members.0.", f"members.{index}.", 1) for key in alone} == set(in_pack), name
         for key, value in alone.items():
-            twin = packed[key.replace("members.0.", f"members.{index}.", 1)]
-            assert torch.equal(value, twin), (name, key)
+            assert torch.equal(value, in_pack[key.replace("members.0.", f"members.{index}.", 1)]), (name, key)
