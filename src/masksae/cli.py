@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from masksae.config import CONF_DIR
-from masksae.errors import ConfigError, OfflineError
+from masksae.errors import ConfigError, LiveRunError, OfflineError
 from masksae.tracking import ensure_sweep_id
 
 EXIT_BAD_INPUT = 2
@@ -27,7 +27,7 @@ def _train_app(cfg: DictConfig) -> float | None:
     logging.getLogger("masksae").setLevel(logging.INFO)
     try:
         metrics = train_one(cfg)
-    except (ConfigError, OfflineError) as error:
+    except (ConfigError, OfflineError, LiveRunError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     for name, values in metrics.items():

@@ -15,3 +15,7 @@ class ConfigError(ValueError):
 
 class OfflineError(RuntimeError):
     """A resource that needs the network (Hugging Face hub) was asked for while offline."""
+
+
+class LiveRunError(RuntimeError):
+    """A run is being trained by a live job (fresh heartbeat): this process must not take it over."""

@@ -13,16 +13,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from masksae import corpora
 from masksae.errors import ConfigError
-from masksae.evals.runner import run_evals
+from masksae.checkpoints import TrainedSAE, load_trained, resume_point, save_trained
 from masksae.evals.validate import validate_eval_config
 from masksae.export import run_metadata, save_sae
-from masksae.inspection import write_inspection
 from masksae.masking import resolve_mask_token_id, validate_mask_prob
 from masksae.models import validate_model_config
 from masksae.resources import activation_spec, clean_validation_activations, run_dir, shared_model, tokenizer_for, training_data, validate_cache_budget
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
 from masksae.packing import pack_dir, pack_members
-from masksae.tracking import TrackedRun, lightning_logger, log_eval_result, run_key, tracked_run
+from masksae.metric_journal import MetricJournal
+from masksae.tracking import TrackedRun, check_not_live, lightning_logger, log_eval_result, run_key, set_tags, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,9 @@ class OpenRun:
 
 
 def _open_runs(members: list[DictConfig]) -> list[OpenRun]:
-    """Open the members' runs, leaving out those that already FINISHED."""
+    """Open the members' runs, leaving out those that already FINISHED; none is touched when a live job holds one."""
+    for cfg in members:
+        check_not_live(cfg, run_key(cfg), describe(cfg))
     opened: list[OpenRun] = []
     try:
         for cfg in members:
@@ -142,79 +144,119 @@ def train_one(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
 @dataclass
 class Fitted:
-    """What training leaves for the evals: the model, clean validation activations, scale, SAEs and final step."""
+    """What training leaves for the evals: clean validation activations, the activation scale, the SAEs, the final step."""
 
-    model: Any
     val_acts_ND: torch.Tensor
     scale: float
     saes: list[Any]
     step: int
 
 
+def _trained_before(runs: list[OpenRun], trained: list[TrainedSAE], val_acts_ND: torch.Tensor) -> Fitted:
+    """The SAEs saved at the end of an earlier attempt's training (it stopped during evals): no step is trained again."""
+    saes = []
+    for run, saved in zip(runs, trained, strict=True):
+        sae = build_sae(run.cfg.sae, int(run.cfg.model.d_model))
+        sae.load_state_dict(saved.state_dict)
+        saes.append(sae)
+        set_tags(run.client, run.run.run_id, {"resumed_from_step": str(saved.step), "first_step_after_resume": "none: trained before its evals"})
+    log.info("the SAEs of this job were trained by an earlier attempt (step %d, saved before evals): training skipped", trained[0].step)
+    return Fitted(val_acts_ND, trained[0].scale, saes, trained[0].step)
+
+
+def _close_journals(journals: list[MetricJournal], timeout_s: float) -> None:
+    """Send the journals' last metrics; an MLflow still unreachable after `timeout_s` fails the job (they stay
+    journaled: a re-launch sends them without training again)."""
+    unsent = {journal.path: journal.close(timeout_s) for journal in journals}
+    if any(unsent.values()):
+        raise RuntimeError(f"MLflow unreachable for {timeout_s:.0f} s after training; unsent metrics kept in "
+                           + ", ".join(str(path) for path, n in unsent.items() if n) + " (a re-launch sends them)")
+
+
 def _fit(runs: list[OpenRun], mask_token_id: int) -> Fitted:
-    """Train the runs' SAEs side by side on one activation stream (normalised by one shared scale)."""
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-    from masksae.module import SAETrainingModule
-
+    """Train the runs' SAEs side by side on one activation stream (normalised by one shared scale), resuming from the
+    newest readable checkpoint, or take the SAEs an earlier attempt trained; each trained SAE is saved before its evals.
+    Training metrics go through each run's MetricJournal: on failure what is unsent stays journaled for the next attempt."""
     cfg = runs[0].cfg  # every setting but `sae` is shared by a pack's members
-    for run in runs:
-        folder = run_dir(run.cfg, run.key)
+    folders = [run_dir(run.cfg, run.key) for run in runs]
+    for run, folder in zip(runs, folders, strict=True):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
         run.client.log_artifact(run.run.run_id, str(folder / "config.yaml"))
-    model = shared_model(cfg)
-    val = clean_validation_activations(cfg, model)
+    val = clean_validation_activations(cfg)  # the LLM is loaded only where activations must be computed
+    journals = [MetricJournal(folder / "metrics.jsonl", run.client, run.run.run_id) for run, folder in zip(runs, folders, strict=True)]
+    try:
+        trained = [load_trained(folder) for folder in folders]
+        must_train = any(saved is None for saved in trained)
+        fitted = _train(runs, mask_token_id, journals, val.acts_ND) if must_train else _trained_before(runs, trained, val.acts_ND)
+    except BaseException:
+        for journal in journals:
+            journal.close(timeout_s=5.0)
+        raise
+    _close_journals(journals, float(cfg.tracking.flush_timeout_s))
+    if must_train:
+        for folder, sae in zip(folders, fitted.saes, strict=True):
+            save_trained(folder, TrainedSAE(sae.state_dict(), fitted.scale, fitted.step))
+    return fitted
+
+
+def _train(runs: list[OpenRun], mask_token_id: int, journals: list[MetricJournal], val_acts_ND: torch.Tensor) -> Fitted:
+    """Lightning training of the runs' SAEs from the newest readable checkpoint; tags say where it continued."""
+    import lightning as L
+
+    from masksae.module import SAETrainingModule
+    from masksae.trainer import build_trainer
+
+    cfg = runs[0].cfg
     train_spec = activation_spec(cfg, "train", int(cfg.activations.train_tokens), cfg.mask_prob, mask_token_id)
-    data = training_data(cfg, model, train_spec, val.acts_ND)
+    data = training_data(cfg, None, train_spec, val_acts_ND)
     total_steps = data.total_steps
     if total_steps < 1:
         raise ConfigError("training.batch_size", cfg.training.batch_size, f"at most the number of training tokens ({data.n_rows})")
     saes = []
     for run in runs:  # each SAE starts exactly as it would alone
         L.seed_everything(int(run.cfg.seed), workers=True, verbose=False)
-        sae = build_sae(run.cfg.sae, model.d_model)
+        sae = build_sae(run.cfg.sae, int(cfg.model.d_model))
         with torch.no_grad():
             sae.init_from_data(data.sample_ND.float() * data.scale)
         saes.append(sae)
     module = SAETrainingModule(saes, [run.cfg.sae for run in runs], cfg.training, total_steps)
     folder = run_dir(cfg, runs[0].key) if len(runs) == 1 else pack_dir(cfg, [run.key for run in runs])
-    checkpoints = ModelCheckpoint(dirpath=folder / "checkpoints", save_last=True, save_top_k=0,
-                                  every_n_train_steps=int(cfg.training.checkpoint_every_steps))
-    trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        max_steps=total_steps,
-        max_epochs=1,
-        val_check_interval=min(int(cfg.training.val_every_steps), total_steps),
-        logger=lightning_logger([run.run for run in runs]),
-        callbacks=[checkpoints],
-        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
-        default_root_dir=str(folder),
-        num_sanity_val_steps=0,
-    )
-    last = folder / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
-    return Fitted(model, val.acts_ND, data.scale, saes, trainer.global_step)
+    options = {**OmegaConf.to_container(cfg.trainer, resolve=True), "default_root_dir": str(folder),
+               "val_check_interval": min(int(cfg.training.val_every_steps), total_steps)}
+    trainer, recorder = build_trainer(folder / "checkpoints", total_steps, int(cfg.training.checkpoint_every_steps),
+                                      lightning_logger(journals), options)
+    resume = resume_point(folder / "checkpoints")
+    for run in runs:
+        set_tags(run.client, run.run.run_id, {"resumed_from_step": str(resume.step if resume else 0),
+                                              "checkpoint_used": resume.path.name if resume else "none"})
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume.path) if resume else None)
+    first = "none: the checkpoint was at the last step" if recorder.first_step is None else str(recorder.first_step)
+    for run in runs:
+        run.client.set_tag(run.run.run_id, "first_step_after_resume", first)
+    return Fitted(val_acts_ND, data.scale, saes, trainer.global_step)
 
 
 def _evaluate_and_export(opened: OpenRun, fitted: Fitted, sae: Any, mask_token_id: int) -> dict[str, float]:
     """Evals, metrics, SAELens export, training curves and the inspection page of one trained SAE."""
+    from masksae.evals.runner import EvalResult, run_evals  # the eval stack (scikit-learn...) only where evals run
+    from masksae.inspection import write_inspection
     from masksae.plots import training_curves
 
     cfg, client, run_id = opened.cfg, opened.client, opened.run.run_id
     folder = run_dir(cfg, opened.key)
     raw_sae = copy.deepcopy(sae).eval()
     raw_sae.fold_activation_scale(fitted.scale)
-    evaluated = run_evals(cfg, fitted.model, raw_sae, fitted.scale, fitted.val_acts_ND)
+    model = shared_model(cfg) if cfg.eval.evals else None
+    evaluated = run_evals(cfg, model, raw_sae, fitted.scale, fitted.val_acts_ND) if model is not None else EvalResult()
     evaluated.metrics["train/activation_scale"] = fitted.scale
     log_eval_result(client, run_id, evaluated, fitted.step)
     export_dir = save_sae(raw_sae, folder / "sae", cfg.sae, run_metadata(cfg, opened.key, mask_token_id, fitted.scale))
     client.log_artifacts(run_id, str(export_dir), artifact_path="sae")
     plot = training_curves(client, run_id, folder / "training_curves.png")
     client.log_artifact(run_id, str(plot))
-    page = write_inspection(cfg, fitted.model, raw_sae, evaluated.tables.get("absorption_per_letter.json"), folder / "inspection.html", opened.key)
-    client.log_artifact(run_id, str(page))
+    if model is not None:  # eval.evals=[]: trained and exported only (python -m evaluate later)
+        page = write_inspection(cfg, model, raw_sae, evaluated.tables.get("absorption_per_letter.json"), folder / "inspection.html", opened.key)
+        client.log_artifact(run_id, str(page))
     log.info("run %s finished: %s", opened.key, {k: round(v, 4) for k, v in evaluated.metrics.items()})
     return evaluated.metrics

@@ -82,7 +82,7 @@ def split_sequences(cfg: DictConfig, model: LoadedModel, split: str, n_tokens: i
     return token_sequences(documents, model.tokenizer, context, math.ceil(n_tokens / context))
 
 
-def clean_validation_activations(cfg: DictConfig, model: LoadedModel) -> ActivationSet:
+def clean_validation_activations(cfg: DictConfig, model: LoadedModel | None = None) -> ActivationSet:
     """Unmasked held-out activations (validation curves, core reconstruction metrics), shared by the whole grid."""
     return get_activations(cfg, model, activation_spec(cfg, "validation", int(cfg.activations.val_tokens), 0.0, None))
 
@@ -106,27 +106,31 @@ def cache_bytes(spec: ActivationSpec, d_model: int) -> int:
     return n_tokens * (d_model * getattr(torch, spec.dtype).itemsize + 1) + 4096
 
 
-def _builder(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec) -> Callable[[], ActivationSet]:
+def _builder(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec) -> Callable[[], ActivationSet]:
     def build() -> ActivationSet:
-        sequences_NS = split_sequences(cfg, model, spec.split, spec.n_tokens)
-        return compute_activations(model, sequences_NS, spec, int(cfg.activations.llm_batch_size))
+        llm = model or shared_model(cfg)
+        sequences_NS = split_sequences(cfg, llm, spec.split, spec.n_tokens)
+        return compute_activations(llm, sequences_NS, spec, int(cfg.activations.llm_batch_size))
 
     return build
 
 
-def _from_cache(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec) -> ActivationSet | None:
+def _from_cache(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec) -> ActivationSet | None:
     """The shared cache's set (built on first use), or None when it would not fit the cache budget."""
-    return activation_cache(cfg).get_or_build(spec, _builder(cfg, model, spec), cache_bytes(spec, model.d_model))
+    return activation_cache(cfg).get_or_build(spec, _builder(cfg, model, spec), cache_bytes(spec, int(cfg.model.d_model)))
 
 
-def get_activations(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec) -> ActivationSet:
-    """Activations from the shared cache, computed on first use; computed in memory alone when they would not fit its budget."""
+def get_activations(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec) -> ActivationSet:
+    """Activations from the shared cache, computed on first use; computed in memory alone when they would not fit its budget.
+    The LLM (`model`, or the process's shared one) is loaded only when they must be computed."""
     cached = _from_cache(cfg, model, spec)
     return cached if cached is not None else _builder(cfg, model, spec)()
 
 
-def training_data(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec, val_acts_ND: torch.Tensor) -> ActivationDataModule | StreamingDataModule:
-    """The training DataModule: over the shared cache, or streaming from the LLM when the cache would not fit its budget."""
+def training_data(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec,
+                  val_acts_ND: torch.Tensor) -> ActivationDataModule | StreamingDataModule:
+    """The training DataModule: over the shared cache, or streaming from the LLM when the cache would not fit its budget
+    (the LLM, `model` or the shared one, is loaded only then or to build the cache)."""
     from masksae.datamodule import ActivationDataModule, StreamingDataModule  # imports lightning: only where training
 
     common = dict(batch_size=int(cfg.training.batch_size), epochs=int(cfg.training.epochs), seed=int(cfg.seed),
@@ -135,6 +139,7 @@ def training_data(cfg: DictConfig, model: LoadedModel, spec: ActivationSpec, val
     cached = _from_cache(cfg, model, spec)
     if cached is not None:
         return ActivationDataModule(cached.acts_ND, cached.masked_N, val_acts_ND, train_on_masked=train_on_masked, **common)
+    model = model or shared_model(cfg)
     sequences_NS = split_sequences(cfg, model, spec.split, spec.n_tokens)
     stream = LLMActivationStream(model, sequences_NS, spec, int(cfg.activations.llm_batch_size), train_on_masked=train_on_masked, seed=int(cfg.seed))
     return StreamingDataModule(stream, val_acts_ND, buffer_rows=16 * int(cfg.training.batch_size), **common)

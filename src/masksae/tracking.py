@@ -16,7 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from masksae.launch.heartbeat import heartbeat
+from masksae.errors import LiveRunError
+from masksae.launch.heartbeat import OWNER_TAG, STALE_AFTER_S, heartbeat, live_holder, owner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Config sections that do not change what a run computes: left out of the run key.
@@ -122,20 +123,43 @@ def find_run(client: Any, experiment_id: str, key: str) -> Any | None:
     return runs[0] if runs else None
 
 
-@contextlib.contextmanager
-def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any, TrackedRun] | None]:
-    """Open (or re-open, for resume) the run of `key`; yields None when it already FINISHED; ends it FINISHED or FAILED."""
+def _previous_run(cfg: DictConfig, key: str) -> tuple[Any, str, str, Any | None]:
+    """(client, experiment id, tracking URI, newest run of `key` or None)."""
     from mlflow import MlflowClient
 
     uri = tracking_uri(cfg.tracking.get("uri"))
     client = MlflowClient(tracking_uri=uri)
     experiment_id = _experiment_id(client, cfg.tracking.experiment, uri)
-    previous = find_run(client, experiment_id, key)
+    return client, experiment_id, uri, find_run(client, experiment_id, key)
+
+
+def refuse_live_run(previous: Any | None, key: str, run_name: str) -> None:
+    """LiveRunError when the newest run of `key` is RUNNING in a job that is still alive (fresh heartbeat)."""
+    if previous is None or previous.info.status != "RUNNING":
+        return
+    holder = live_holder(previous, slurm_job_id())
+    if holder is not None:
+        raise LiveRunError(
+            f"run {key} ({run_name}, MLflow run {previous.info.run_id}) is being trained by {holder}: not taking it over; "
+            f"wait for it to end or stop that job (if it died without a word, retry once its heartbeat is {STALE_AFTER_S:.0f} s old)")
+
+
+def check_not_live(cfg: DictConfig, key: str, run_name: str) -> None:
+    """refuse_live_run for the run of a config (before any run of a job is opened)."""
+    refuse_live_run(_previous_run(cfg, key)[3], key, run_name)
+
+
+@contextlib.contextmanager
+def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any, TrackedRun] | None]:
+    """Open (or re-open, for resume) the run of `key`; yields None when it already FINISHED; ends it FINISHED or FAILED.
+    Refuses (LiveRunError) a run that a live job is training."""
+    client, experiment_id, uri, previous = _previous_run(cfg, key)
     if previous is not None and previous.info.status == "FINISHED" and cfg.tracking.skip_finished:
         print(f"[masksae] run {key} already FINISHED as MLflow run {previous.info.run_id}: skipped", file=sys.stderr)
         yield None
         return
-    tags = {"run_key": key, "sweep_id": os.environ.get(SWEEP_ID_ENV, ""), "git_sha": git_sha()}
+    refuse_live_run(previous, key, run_name)
+    tags = {"run_key": key, "sweep_id": os.environ.get(SWEEP_ID_ENV, ""), "git_sha": git_sha(), OWNER_TAG: owner()}
     if slurm_job_id():
         tags["slurm_job_id"] = slurm_job_id()
     if previous is not None and previous.info.status != "FINISHED":
@@ -146,9 +170,9 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any,
             client.delete_tag(run_id, "error")
     else:
         run_id, resumed = client.create_run(experiment_id, run_name=run_name).info.run_id, False
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
 
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    set_tags(client, run_id, tags)
     if not resumed:
         params = flatten(OmegaConf.to_container(cfg, resolve=True))
         items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
@@ -166,26 +190,20 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any,
     client.set_terminated(run_id, status="FINISHED")
 
 
-def lightning_logger(runs: list[TrackedRun]) -> Any:
-    """A Lightning logger that sends the metric `<i>/<name>` to runs[i] as `<name>` (a pack trains one SAE per run).
-    It never ends a run: Lightning's MLFlowLogger marks its run FINISHED when fit returns, before evals and export,
-    so a job killed during evals would look like a success; tracked_run ends each run."""
+def lightning_logger(journals: list[Any]) -> Any:
+    """A Lightning logger that journals the metric `<i>/<name>` for run i as `<name>` (a pack trains one SAE per run);
+    each MetricJournal sends to MLflow in the background. It never ends a run: Lightning's MLFlowLogger marks its run
+    FINISHED when fit returns, before evals and export, so a job killed during evals would look like a success."""
     from lightning.pytorch.loggers import Logger
 
     class PackRunsLogger(Logger):
-        def __init__(self) -> None:
-            super().__init__()
-            from mlflow import MlflowClient
-
-            self.client = MlflowClient(tracking_uri=runs[0].uri)
-
         @property
         def name(self) -> str:
             return "masksae"
 
         @property
         def version(self) -> str:
-            return runs[0].run_id
+            return journals[0].run_id
 
         def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
             return None  # tracked_run logs the resolved config as params
@@ -197,7 +215,7 @@ def lightning_logger(runs: list[TrackedRun]) -> Any:
                 if index.isdigit() and metric:
                     by_run.setdefault(int(index), {})[metric] = value
             for index, values in by_run.items():
-                log_metrics(self.client, runs[index].run_id, values, step or 0)
+                journals[index].append(values, step or 0)
 
     return PackRunsLogger()
 
@@ -212,12 +230,17 @@ def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: in
     client.log_batch(run_id, metrics=[Metric(name, float(value), now, step) for name, value in metrics.items()])
 
 
-def log_eval_result(client: Any, run_id: str, result: Any, step: int) -> None:
-    """Log an EvalResult: metrics in one batch, each table as a JSON artifact under evals/, and its tags."""
+def set_tags(client: Any, run_id: str, tags: Mapping[str, str]) -> None:
+    """Set several tags in one request."""
     from mlflow.entities import RunTag
 
+    client.log_batch(run_id, tags=[RunTag(key, value[:5000]) for key, value in tags.items()])
+
+
+def log_eval_result(client: Any, run_id: str, result: Any, step: int) -> None:
+    """Log an EvalResult: metrics in one batch, each table as a JSON artifact under evals/, and its tags."""
     log_metrics(client, run_id, result.metrics, step)
     for name, table in result.tables.items():
         client.log_dict(run_id, table, f"evals/{name}")
     if result.tags:
-        client.log_batch(run_id, tags=[RunTag(key, value[:5000]) for key, value in result.tags.items()])
+        set_tags(client, run_id, result.tags)

@@ -27,7 +27,7 @@ BAD_INPUTS = [
     (["sae.architecture=transcoder"], ConfigError, r"sae\.architecture='transcoder'.*relu.*topk"),
     (["model=pythia-160m-deduped"], OfflineError, r"pythia-160m-deduped.*not in the Hugging Face cache"),
     (["model=gemma-2-2b"], OfflineError, r"gemma-2-2b.*make prefetch"),
-    (["eval.evals=[core,autointerp]"], ConfigError, r"eval\.evals=\['core', 'autointerp'\]: a non-empty list drawn from core, absorption"),
+    (["eval.evals=[core,autointerp]"], ConfigError, r"eval\.evals=\['core', 'autointerp'\]: a list drawn from core, absorption"),
     (["eval.sparse_probing.tasks=[sentiment]"], ConfigError, r"eval\.sparse_probing\.tasks='sentiment': a task defined under eval\.tasks"),
     (["eval.absorption.test_fraction=1.5"], ConfigError, r"eval\.absorption\.test_fraction=1\.5: a number in \[0, 1\)"),
     (["eval.absorption.prompt_template=spell it"], ConfigError, r"eval\.absorption\.prompt_template='spell it'.*\{word\}"),

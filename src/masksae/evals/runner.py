@@ -14,14 +14,14 @@ from omegaconf import DictConfig
 from masksae.evals import absorption, ood, probing
 from masksae.evals.core import evaluate_core
 from masksae.evals.probes import one_vs_rest_tasks
-from masksae.evals.shared import ce_loss_zero, spelling_setup, task_activations, tasks_in_use
+from masksae.evals.shared import ce_loss_zero, spelling_setup, task_activations
+from masksae.evals.suites import tasks_in_use
 from masksae.evals.task_activations import pooled_latents
 from masksae.models import LoadedModel
 from masksae.resources import split_sequences
 from masksae.saes import SparseAutoencoder
 
 log = logging.getLogger(__name__)
-KNOWN_EVALS = ("core", "absorption", "sparse_probing", "ood")
 
 
 @dataclass

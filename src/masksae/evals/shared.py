@@ -40,16 +40,6 @@ def spelling_setup(cfg: DictConfig, model: LoadedModel) -> SpellingSetup:
     return as_setup(*cached_artifact(cache_root(cfg), artifact_key("spelling", payload), build))
 
 
-def tasks_in_use(eval_cfg: DictConfig) -> list[str]:
-    """Names of the task datasets that the enabled probing evals read."""
-    names = set()
-    if "sparse_probing" in eval_cfg.evals:
-        names |= set(eval_cfg.sparse_probing.tasks)
-    if "ood" in eval_cfg.evals:
-        names |= set(eval_cfg.ood.tasks)
-    return sorted(names)
-
-
 def _baselines(eval_cfg: DictConfig, name: str, labels: list[str], splits: list[str], pooled_ND: np.ndarray) -> dict[str, Any]:
     """SAE-independent probe results (dense and top-k residual probes), computed once with the activations."""
     seed = int(eval_cfg.seed)

@@ -9,8 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from masksae.config import plain
 from masksae.errors import ConfigError
-from masksae.evals.runner import KNOWN_EVALS
-from masksae.evals.shared import tasks_in_use
+from masksae.evals.suites import KNOWN_EVALS, tasks_in_use
 from masksae.evals.tasks import validate_task_spec
 
 POSITIVE_INTS = (
@@ -44,8 +43,8 @@ def _check_task_lists(eval_cfg: DictConfig) -> None:
 def validate_eval_config(eval_cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad `eval.*` key, its value and what is allowed."""
     evals = list(eval_cfg.evals)
-    if not evals or any(name not in KNOWN_EVALS for name in evals):
-        raise ConfigError("eval.evals", evals, f"a non-empty list drawn from {', '.join(KNOWN_EVALS)}")
+    if any(name not in KNOWN_EVALS for name in evals):
+        raise ConfigError("eval.evals", evals, f"a list drawn from {', '.join(KNOWN_EVALS)} ([]: train and export only)")
     _check(eval_cfg, "seed", lambda v: _is_int(v) and v >= 0, "a non-negative integer")
     for key in POSITIVE_INTS:
         _check(eval_cfg, key, lambda v: _is_int(v) and v >= 1, "a positive integer")

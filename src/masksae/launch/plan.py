@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from masksae.launch import slurm
-from masksae.launch.heartbeat import STALE_AFTER_S, silent_for
+from masksae.launch.heartbeat import OWNER_TAG, STALE_AFTER_S, process_gone, silent_for
 
 # What a launch does with a grid point.
 SKIP, RUNNING, RESUME, RERUN, NEW = "skip", "running", "resume", "rerun", "new"
@@ -33,6 +33,14 @@ class Point:
     run_id: str | None = None
     status: str | None = None
     reason: str | None = None
+    run_folder: str | None = None
+
+    def resumable(self) -> bool:
+        """Whether a job of this point continues earlier work: a checkpoint, or an SAE trained before its evals."""
+        from masksae.checkpoints import TRAINED, has_checkpoint
+
+        trained = self.run_folder is not None and (Path(self.run_folder) / TRAINED).is_file()
+        return trained or has_checkpoint(Path(self.checkpoint).parent)
 
 
 @dataclass
@@ -103,10 +111,14 @@ def refresh(plan: Plan, client: Any, experiment_id: str) -> dict[str, Any]:
 
 
 def silent_reason(point: Point, run: Any, states: dict[str, str], stale_after_s: float) -> str | None:
-    """Why a point whose run has not ended is dead (SLURM job over, or heartbeat stale), or None while it may be alive."""
+    """Why a point whose run has not ended is dead (SLURM job over, its process on this host gone, or heartbeat stale),
+    or None while it may be alive."""
     state = states.get(point.slurm_job_id or "")
     if state in slurm.TERMINAL:
         return f"SLURM job {point.slurm_job_id} ended {state} without ending its MLflow run (killed or crashed before it could say so)"
+    holder = run.data.tags.get(OWNER_TAG, "") if run is not None else ""
+    if not point.slurm_job_id and holder and process_gone(holder):  # outside SLURM (a requeued job's process is gone too)
+        return f"its process {holder} is gone without ending its MLflow run (killed or crashed before it could say so)"
     silent = silent_for(run) if run is not None else None
     if silent is not None and silent > stale_after_s:
         return f"no heartbeat for {silent:.0f} s (> {stale_after_s:.0f} s): job lost (SIGKILL, node failure)"

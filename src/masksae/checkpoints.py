@@ -1,0 +1,133 @@
+"""Crash-safe training state: checkpoints written beside their target, fsynced and renamed into place with the one they
+replace kept; resume from the newest readable one; each trained SAE saved before its evals."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import torch
+
+log = logging.getLogger(__name__)
+LAST = "last.ckpt"
+TRAINED = "trained.pt"
+# Keys every Lightning training checkpoint has; one without them cannot resume.
+CHECKPOINT_KEYS = ("state_dict", "global_step", "loops", "optimizer_states")
+
+
+def previous_path(path: Path) -> Path:
+    """Where the file that `path` replaced is kept (`last.ckpt.previous`: not a `*.ckpt` name, so Lightning ignores it)."""
+    return path.with_name(path.name + ".previous")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some network file systems do not sync directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomically(target: Path, write: Callable[[IO[bytes]], None], keep_previous: bool = False) -> None:
+    """Write `target` through a staging file beside it (same file system), fsync, then rename it into place. With
+    `keep_previous`, the file it replaces stays as previous_path(target), hard-linked first so that `target` never
+    goes missing (renamed where the file system has no hard links)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(staging, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if keep_previous and target.exists():
+            kept = target.with_name(f".{target.name}.{os.getpid()}.previous.tmp")
+            try:
+                os.link(target, kept)
+                os.replace(kept, previous_path(target))
+            except OSError:
+                kept.unlink(missing_ok=True)
+                os.replace(target, previous_path(target))
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer steps a training checkpoint holds; ValueError says why it cannot be resumed from (truncated,
+    unreadable, not a training checkpoint). Memory-mapped: tensors are not read, a truncated archive fails at once."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as error:  # torch raises RuntimeError, EOFError, pickle errors... for damaged files
+        raise ValueError(f"unreadable ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"not a training checkpoint (no {', '.join(missing)})")
+    return int(checkpoint["global_step"])
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a job resumes from and the optimizer steps it holds."""
+
+    path: Path
+    step: int
+
+
+def resume_point(folder: Path) -> ResumePoint | None:
+    """The newest readable checkpoint in `folder`: last.ckpt, else the one it replaced, each unreadable one named in a
+    warning. Leftover staging files of a killed writer are removed. None: nothing to resume from (start at step 0)."""
+    for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
+        leftover.unlink(missing_ok=True)
+    last = folder / LAST
+    for candidate in (last, previous_path(last)):
+        if not candidate.is_file():
+            continue
+        try:
+            return ResumePoint(candidate, checkpoint_step(candidate))
+        except ValueError as problem:
+            set_aside = candidate.with_name(candidate.name + ".unreadable")
+            os.replace(candidate, set_aside)  # never kept as the fallback of the next checkpoint
+            log.warning("checkpoint %s is %s (moved to %s): %s", candidate, problem, set_aside.name,
+                        "falling back to the one it replaced" if candidate == last else "starting from step 0")
+    return None
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether `folder` holds a checkpoint file to resume from (cheap: readability is checked when the job starts)."""
+    last = folder / LAST
+    return last.is_file() or previous_path(last).is_file()
+
+
+@dataclass
+class TrainedSAE:
+    """One SAE at the end of training, in training space: its weights, the activation scale and the final step."""
+
+    state_dict: dict[str, torch.Tensor]
+    scale: float
+    step: int
+
+
+def save_trained(folder: Path, trained: TrainedSAE) -> None:
+    """Save a trained SAE in its run folder before its evals, so that a job stopped during evals never trains again."""
+    payload = {"state_dict": trained.state_dict, "scale": trained.scale, "step": trained.step}
+    write_atomically(folder / TRAINED, lambda handle: torch.save(payload, handle))
+
+
+def load_trained(folder: Path) -> TrainedSAE | None:
+    """The run's trained SAE, or None when there is none or it cannot be read (then it is trained again)."""
+    path = folder / TRAINED
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return TrainedSAE(payload["state_dict"], float(payload["scale"]), int(payload["step"]))
+    except Exception as error:
+        log.warning("trained SAE %s is unreadable (%s: %s): training again", path, type(error).__name__, error)
+        return None
