@@ -8,6 +8,8 @@ MLFLOW_PORT ?= 5000
 MLFLOW_STORE ?= sqlite:///$(CURDIR)/mlflow.db
 MLFLOW_ARTIFACTS ?= $(CURDIR)/mlartifacts
 MLFLOW_SERVER_PORT ?= 5001
+# The name compute nodes use to reach the MLflow server (this host's full name by default).
+MLFLOW_HOST ?= $(shell hostname -f 2>/dev/null || hostname)
 MASKSAE_SLURM_DIR ?= /var/tmp/masksae-slurm
 SWEEP_DRIVER ?= detached
 export PYTHONUNBUFFERED := 1
@@ -17,7 +19,7 @@ ifneq ($(wildcard $(MASKSAE_SLURM_DIR)/etc/slurm.conf),)
 export SLURM_CONF ?= $(MASKSAE_SLURM_DIR)/etc/slurm.conf
 endif
 # Sweep jobs log through the MLflow server (make mlflow-server) unless MLFLOW_TRACKING_URI is set.
-SWEEP_TRACKING_URI = $(or $(MLFLOW_TRACKING_URI),http://127.0.0.1:$(MLFLOW_SERVER_PORT))
+SWEEP_TRACKING_URI = $(or $(MLFLOW_TRACKING_URI),http://$(MLFLOW_HOST):$(MLFLOW_SERVER_PORT))
 # sweep EXPERIMENT: submit the preset's grid on SLURM and return (DRY_RUN=1: print the jobs, GPU-hours and disk instead).
 define sweep
 $(if $(DRY_RUN),$(PY) -m train -m experiment=$(1) launcher=slurm hydra.sweeper.dry_run=true $(ARGS),\
@@ -25,7 +27,7 @@ $(if $(DRY_RUN),$(PY) -m train -m experiment=$(1) launcher=slurm hydra.sweeper.d
 endef
 
 .PHONY: help install install-extra-models demo test bench mlflow-ui clean-outputs slurm-up slurm-down mlflow-server \
-	mlflow-server-stop sweep-local sweep-gemma sweep-pythia sweep-status prefetch report local-paper
+	mlflow-server-stop postgres-up postgres-down sweep-local sweep-gemma sweep-pythia sweep-status prefetch report local-paper
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -40,7 +42,7 @@ $(VENV)/.installed: pyproject.toml
 	@if $(PY) -c 'import torch' 2>/dev/null; then echo "[install] torch $$($(PY) -c 'import torch; print(torch.__version__)') already present: kept"; \
 	elif command -v nvidia-smi >/dev/null; then $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
 	else $(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); fi
-	$(PY) -m pip install -q -e ".[test,saelens]"
+	$(PY) -m pip install -q -e ".[test,saelens,server]"
 	$(PY) -c 'import torch, lightning, hydra, mlflow, transformers, datasets, submitit; print("[install] torch", torch.__version__, "| lightning", lightning.__version__, "| mlflow", mlflow.__version__)'
 	touch $@
 
@@ -51,7 +53,7 @@ demo: install ## the default run: gemma-3-270m layer 6, TopK SAE, mask_prob 0.1,
 	$(PY) -m train
 	@echo "[demo] results: MLflow store $(CURDIR)/mlflow.db (browse with 'make mlflow-ui'), run folders in $(CURDIR)/outputs/runs/"
 
-test: install ## the test suite (real model, text, MLflow, SLURM, grids; ~17 min on 2 cores)
+test: install ## the test suite (real model, text, MLflow server over PostgreSQL, SLURM, grids)
 	$(PY) -m pytest tests
 
 report: install ## the sweep's table, plots and markdown from MLflow, logged to a parent run: make report SWEEP_ID=<id>
@@ -81,11 +83,17 @@ slurm-up: ## start a single-node SLURM with accounting on this machine (installs
 slurm-down: ## stop the local SLURM daemons (state and accounting kept)
 	slurm/down.sh
 
-mlflow-server: install ## MLflow server for sweeps on 127.0.0.1:$(MLFLOW_SERVER_PORT) in the background (schema made first)
-	PY=$(PY) MLFLOW_PORT=$(MLFLOW_SERVER_PORT) MLFLOW_STORE=$(MLFLOW_STORE) MLFLOW_ARTIFACTS=$(MLFLOW_ARTIFACTS) slurm/mlflow-server.sh start
+mlflow-server: install ## MLflow server for sweeps at http://$(MLFLOW_HOST):$(MLFLOW_SERVER_PORT), basic auth, in the background (MLFLOW_STORE=postgresql://... on a cluster)
+	PY=$(PY) MLFLOW_HOST=$(MLFLOW_HOST) MLFLOW_PORT=$(MLFLOW_SERVER_PORT) MLFLOW_STORE=$(MLFLOW_STORE) MLFLOW_ARTIFACTS=$(MLFLOW_ARTIFACTS) slurm/mlflow-server.sh start
 
 mlflow-server-stop: ## stop the background MLflow server
 	PY=$(PY) MLFLOW_PORT=$(MLFLOW_SERVER_PORT) slurm/mlflow-server.sh stop
+
+postgres-up: ## a private PostgreSQL for the MLflow store (prints MLFLOW_STORE and PGPASSFILE to export; installs it as root)
+	slurm/postgres.sh start
+
+postgres-down: ## stop the private PostgreSQL (data kept)
+	slurm/postgres.sh stop
 
 sweep-local: install slurm-up $(if $(MLFLOW_TRACKING_URI),,mlflow-server) ## reduced grid (4 smoke jobs, default offline model) on the local SLURM; returns once submitted
 	$(call sweep,local_sweep)

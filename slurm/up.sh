@@ -62,6 +62,8 @@ JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+# Jobs share cores (up to 16 per core): many small concurrent jobs on one machine, as a cluster runs them on many nodes.
+PartitionName=shared Nodes=localhost Default=NO MaxTime=INFINITE State=UP OverSubscribe=FORCE:16
 CONF
   cat > "$DIR/etc/slurmdbd.conf" <<CONF
 AuthType=auth/munge

@@ -1,9 +1,17 @@
-"""Shared fixtures: composed configs, an isolated MLflow store and cache, and the real model loaded once per session."""
+"""Shared fixtures: composed configs, an isolated MLflow store and cache, the real model loaded once per session, and
+the cluster tracking server (PostgreSQL, basic auth, a host name alias)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,6 +19,7 @@ from omegaconf import DictConfig
 
 from masksae.config import compose_config
 from masksae.tracking import REPO_ROOT
+from tests.parts import missing
 
 MACHINE_CACHE = Path(os.environ.get("MASKSAE_CACHE", "~/.cache/masksae")).expanduser()
 
@@ -68,3 +77,83 @@ def gemma(make_cfg: Callable[..., DictConfig]):
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+# The name by which jobs reach the tracking server: not localhost, as a compute node names the login node.
+SERVER_ALIAS = "masksae-login.cluster"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _host_alias() -> str:
+    """SERVER_ALIAS resolving to this machine (an /etc/hosts line added once, as root)."""
+    try:
+        socket.gethostbyname(SERVER_ALIAS)
+        return SERVER_ALIAS
+    except OSError:
+        pass
+    try:
+        with open("/etc/hosts", "a") as hosts:
+            hosts.write(f"127.0.0.1 {SERVER_ALIAS}\n")
+    except OSError as error:
+        missing(f"cannot add the host name {SERVER_ALIAS} to /etc/hosts ({error})")
+    return SERVER_ALIAS
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[dict[str, str]]:
+    """A private PostgreSQL server (slurm/postgres.sh) for the MLflow store: {MLFLOW_STORE, PGPASSFILE}."""
+    folder = Path(tempfile.mkdtemp(prefix="masksae-postgres-", dir="/var/tmp"))
+    folder.chmod(0o755)  # its server runs as the postgres user
+    env = dict(os.environ, MASKSAE_PG_DIR=str(folder), MASKSAE_PG_PORT=str(_free_port()))
+    script = str(REPO_ROOT / "slurm" / "postgres.sh")
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=600)
+    if started.returncode == 3:
+        missing(f"PostgreSQL cannot be started here: {started.stderr.strip()}")
+    assert started.returncode == 0, started.stdout + started.stderr
+    exported = started.stdout.strip().splitlines()[-1].removeprefix("export ").split()
+    yield dict(item.split("=", 1) for item in exported)
+    subprocess.run([script, "stop"], env=env, capture_output=True, timeout=120)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class TrackingServer:
+    """`slurm/mlflow-server.sh` over PostgreSQL with basic auth, reached by host name; `env` is a client's environment."""
+
+    url: str
+    env: dict[str, str]
+    script_env: dict[str, str]
+
+    def _script(self, command: str) -> str:
+        done = subprocess.run([str(REPO_ROOT / "slurm" / "mlflow-server.sh"), command], env=self.script_env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def stop(self) -> None:
+        self._script("stop")
+
+    def start(self) -> str:
+        return self._script("start")
+
+
+@pytest.fixture(scope="session")
+def tracking_server(postgres: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+    """The cluster set-up of the README: PostgreSQL store, basic auth (credentials from the environment), allowed
+    hosts, reached through a host name that is not localhost. The pytest process gets the credentials too."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    credentials = {"MLFLOW_TRACKING_USERNAME": "masksae-ci", "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(16)}
+    os.environ.update(credentials)
+    script_env = dict(os.environ, PY=sys.executable, MLFLOW_HOST=_host_alias(), MLFLOW_PORT=str(port), **postgres,
+                      MLFLOW_ARTIFACTS=str(folder / "artifacts"), MLFLOW_SERVER_DIR=str(folder))
+    url = f"http://{SERVER_ALIAS}:{port}"
+    server = TrackingServer(url, {**credentials, "MLFLOW_TRACKING_URI": url}, script_env)
+    server.start()
+    yield server
+    server.stop()

@@ -60,3 +60,17 @@ def test_silent_running_run_is_ended_failed_and_counted(mlflow_uri, tmp_path) ->
     assert summary(plan) == {"finished": 0, "skipped": 1, "resumed": 0, "failed": 1, "running": 1}
     plan.save(tmp_path / "plan.json")
     assert Plan.load(tmp_path / "plan.json") == plan
+
+
+def test_parallel_jobs_refuse_a_sqlite_store_before_anything_is_submitted(session_env, repo_root, tmp_path) -> None:
+    command = [sys.executable, "-m", "train", "-m", "launcher=submitit_local", "debug=smoke", "mask_prob=0,0.1",
+               f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    done = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: invalid config tracking.uri='{session_env['MLFLOW_TRACKING_URI']}': an MLflow server for launcher=submitit_local")
+    assert "tracking.allow_sqlite=true" in line
+    assert not (tmp_path / "sweep" / ".submitit").exists()  # nothing was launched
+    dry = subprocess.run([*command, "hydra.sweeper.dry_run=true"], cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0 and "2 runs in 2 jobs to submit" in dry.stdout
+    assert "[dry run] WARNING: invalid config tracking.uri" in dry.stdout  # the dry run warns, submits nothing

@@ -8,8 +8,9 @@ import torch
 from masksae.config import compose_config
 from masksae.export import run_metadata, save_sae
 from masksae.saes import SAE_REGISTRY, build_sae
+from tests.parts import import_or_missing
 
-sae_lens = pytest.importorskip("sae_lens", reason="sae-lens is the optional extra: pip install -e '.[saelens]' (make install adds it)")
+sae_lens = import_or_missing("sae_lens", "sae-lens is the optional extra: pip install -e '.[saelens]' (make install adds it)")
 
 D_IN, D_SAE, SCALE = 64, 256, 3.7
 

@@ -22,6 +22,7 @@ from masksae.config import compose_config
 from masksae.errors import ConfigError
 from masksae.pipeline import train_one
 from masksae.tracking import SWEEP_ID_ENV
+from tests.parts import import_or_missing
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +145,7 @@ def test_every_run_logs_an_inspection_page_with_its_absorbed_words(sweep, test_c
 
 
 def test_a_trained_runs_sae_artifact_loads_in_saelens_and_matches_on_real_residuals(sweep, mlflow_uri) -> None:
-    sae_lens = pytest.importorskip("sae_lens", reason="sae-lens is the optional extra: pip install -e '.[saelens]'")
+    sae_lens = import_or_missing("sae_lens", "sae-lens is the optional extra: pip install -e '.[saelens]'")
     import torch
 
     from masksae import api

@@ -1,5 +1,7 @@
-"""Sweeps on a real single-node SLURM through submitit_slurm, logged to a real MLflow server: a 4-job smoke sweep,
-a re-launch that skips it, a job requeued mid-training that resumes into one run, and a hard-killed job."""
+"""Sweeps on a real single-node SLURM through submitit_slurm, logged to the cluster tracking server (PostgreSQL, basic
+auth, host name): a 4-job smoke sweep, a re-launch that skips it, 16 concurrent jobs, a job requeued mid-training and
+one preempted by SLURM's USR2 signal (submitit's requeue path) that resume at their checkpoint's step, and a hard-killed
+job."""
 
 from __future__ import annotations
 
@@ -11,13 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
-# Every job of these tests: smoke-sized, 4 epochs (92 steps, checkpoints every 10) so a requeue lands mid-training.
-SMOKE = ["experiment=local_sweep", "launcher=slurm", "training.epochs=4"]
+# Every job of these tests: smoke-sized, 8 epochs (184 steps, checkpoints every 10) so an interruption lands mid-training.
+SMOKE = ["experiment=local_sweep", "launcher=slurm", "training.epochs=8"]
 ONE_POINT = ["hydra.sweeper.params.mask_prob=0", "hydra.sweeper.params.sae=topk"]
+# Jobs that only train (the run key leaves eval.* out, so they share the smoke sweep's run keys and cached activations).
+TRAIN_ONLY = ["eval.evals=[]"]
+TOTAL_STEPS = 184
 
 
 def _train(args: list[str], env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen, Path]:
@@ -106,6 +113,35 @@ def test_relaunch_skips_every_finished_run_without_submitting(smoke_sweep, tmp_p
     assert len(_runs(env["MLFLOW_TRACKING_URI"], "masksae")) == 4
 
 
+def _max_overlap(runs: list) -> int:
+    """Most runs open (between their MLflow start and end times) at one moment."""
+    events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
+    open_runs, most = 0, 0
+    for _, change in events:
+        open_runs += change
+        most = max(most, open_runs)
+    return most
+
+
+def test_sixteen_concurrent_jobs_log_every_run_through_the_server(smoke_sweep, tmp_path) -> None:
+    """16 training-only jobs at once on the `shared` partition (cores shared, as many nodes would run them), every one
+    logging through the server by host name with auth: none lost, none left RUNNING, every metric step there."""
+    env = dict(smoke_sweep["env"], MASKSAE_OUTPUT_DIR=str(tmp_path / "outputs"))  # run folders of their own
+    grid = ["seed=0,1,2,3", "training.epochs=2", "launcher.partition=shared", "launcher.parallel=16", "launcher.mem_gb=1",
+            "tracking.experiment=sixteen", *TRAIN_ONLY]
+    output = _finish(_train([*SMOKE, *grid], env, tmp_path), timeout=900)
+    assert "16 finished / 0 skipped / 0 resumed / 0 failed / 0 running" in output, output[-3000:]
+    runs = _runs(env["MLFLOW_TRACKING_URI"], "sixteen")
+    assert len(runs) == 16 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["slurm_job_id"] for r in runs}) == 16 and {_sacct(r.data.tags["slurm_job_id"]) for r in runs} == {"COMPLETED"}
+    assert _max_overlap(runs) == 16  # all 16 were logging at the same time
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert sorted(steps) == list(range(4, 46, 5)), run.info.run_name  # 2 epochs of 23 steps, logged every 5
+    print(f"16 concurrent jobs: {len(runs)} runs logged, 0 lost, 0 left RUNNING")
+
+
 def _hard_kill(job_id: str) -> None:
     """SIGKILL every process of the job that runs submitit (the job cannot write a result or end its MLflow run)."""
     listed = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=True).stdout.split("\n")[1:]
@@ -117,13 +153,16 @@ def _hard_kill(job_id: str) -> None:
 
 @pytest.fixture(scope="module")
 def interrupted(smoke_sweep, tmp_path_factory) -> dict:
-    """Two one-job sweeps side by side: one requeued (`scontrol requeue`) after its first checkpoint, one SIGKILLed once
-    its MLflow run is RUNNING. Each has its own output root, so neither sees the smoke sweep's checkpoints."""
+    """Three one-job training-only sweeps side by side (the `shared` partition runs them at once): one requeued
+    (`scontrol requeue`) and one sent SLURM's preemption warning (USR2, on which submitit checkpoints and requeues)
+    after their first checkpoint, one SIGKILLed once its MLflow run is RUNNING. Each has its own output root, so none
+    sees the smoke sweep's checkpoints."""
     jobs = {}
-    for name in ("requeue", "killed"):
+    for name in ("requeue", "preempt", "killed"):
         tmp = tmp_path_factory.mktemp(name)
         env = dict(smoke_sweep["env"], MASKSAE_OUTPUT_DIR=str(tmp / "outputs"))
-        jobs[name] = {"env": env, "tmp": tmp, "driver": _train([*SMOKE, *ONE_POINT, f"tracking.experiment={name}"], env, tmp)}
+        args = [*SMOKE, *ONE_POINT, *TRAIN_ONLY, "launcher.partition=shared", f"tracking.experiment={name}"]  # all three at once
+        jobs[name] = {"env": env, "tmp": tmp, "driver": _train(args, env, tmp)}
     uri = smoke_sweep["env"]["MLFLOW_TRACKING_URI"]
 
     def act() -> bool:
@@ -131,35 +170,55 @@ def interrupted(smoke_sweep, tmp_path_factory) -> dict:
             if "job_id" in job:
                 continue
             runs = [r for r in _runs(uri, name) if r.info.status == "RUNNING"]
-            ready = list((job["tmp"] / "outputs" / "runs").glob("*/checkpoints/last.ckpt")) if name == "requeue" else True
+            ready = list((job["tmp"] / "outputs" / "runs").glob("*/checkpoints/last.ckpt")) if name != "killed" else True
             if runs and ready:
                 job["job_id"] = runs[0].data.tags["slurm_job_id"]
                 if name == "requeue":
                     subprocess.run(["scontrol", "requeue", job["job_id"]], check=True)
+                elif name == "preempt":
+                    subprocess.run(["scancel", "--signal=USR2", job["job_id"]], check=True)
                 else:
                     _hard_kill(job["job_id"])
         return all("job_id" in job for job in jobs.values())
 
-    _wait_for(act, 600, "both jobs to reach their interruption point", poll=0.3)
+    _wait_for(act, 600, "the jobs to reach their interruption point", poll=0.3)
     for job in jobs.values():
         job["output"] = _finish(job["driver"], timeout=600)
         job["returncode"] = job["driver"][0].returncode
     return jobs
 
 
-def test_job_requeued_mid_training_resumes_into_one_run_with_the_same_result(smoke_sweep, interrupted) -> None:
-    job, uri = interrupted["requeue"], smoke_sweep["env"]["MLFLOW_TRACKING_URI"]
+def _sae_weights(output_root: Path, key: str) -> dict[str, torch.Tensor]:
+    return load_file(output_root / "runs" / key / "sae" / "sae_weights.safetensors")
+
+
+@pytest.mark.parametrize("name", ["requeue", "preempt"])
+def test_interrupted_job_resumes_at_its_checkpoint_step_into_one_run_with_the_same_weights(smoke_sweep, interrupted, name) -> None:
+    job, uri = interrupted[name], smoke_sweep["env"]["MLFLOW_TRACKING_URI"]
     assert job["returncode"] == 0, job["output"][-3000:]
     assert "1 finished / 0 skipped / 0 resumed / 0 failed / 0 running" in job["output"]
-    runs = _runs(uri, "requeue")
+    runs = _runs(uri, name)
     assert len(runs) == 1
     resumed = runs[0]
-    assert resumed.info.status == "FINISHED" and resumed.data.tags["resume_count"] == "1" and "error" not in resumed.data.tags
-    assert resumed.data.tags["slurm_job_id"] == job["job_id"]
-    assert resumed.data.metrics["train/activation_scale"] > 0
-    reference = next(r for r in _runs(uri, "masksae") if r.data.tags["run_key"] == resumed.data.tags["run_key"])
-    for name in ("core/mse", "core/explained_variance", "core/l0", "core/ce_loss_sae", "core/dead_frac"):
-        assert resumed.data.metrics[name] == pytest.approx(reference.data.metrics[name], rel=1e-4), name
+    tags = resumed.data.tags
+    assert resumed.info.status == "FINISHED" and tags["resume_count"] == "1" and "error" not in tags
+    assert tags["slurm_job_id"] == job["job_id"]
+    # it continued from a checkpoint, at the step after it: not a silent restart from step 0
+    assert 0 < int(tags["resumed_from_step"]) < TOTAL_STEPS and tags["checkpoint_used"] == "last.ckpt"
+    assert int(tags["first_step_after_resume"]) == int(tags["resumed_from_step"]) + 1
+    client = MlflowClient(tracking_uri=uri)
+    for metric in ("train/loss", "train/l0", "train/lr"):
+        steps = [m.step for m in client.get_metric_history(resumed.info.run_id, metric)]
+        assert sorted(steps) == list(range(4, TOTAL_STEPS, 5)), metric  # every step once: none lost, none logged twice
+    key = tags["run_key"]
+    reference = next(r for r in _runs(uri, "masksae") if r.data.tags["run_key"] == key)  # the uninterrupted smoke run
+    ours, theirs = _sae_weights(job["tmp"] / "outputs", key), _sae_weights(Path(smoke_sweep["env"]["MASKSAE_OUTPUT_DIR"]), key)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert resumed.data.metrics["train/activation_scale"] == reference.data.metrics["train/activation_scale"]
+    if name == "preempt":  # submitit's path: the job checkpointed the step the signal came in, then requeued itself
+        log = "".join(path.read_text() for path in (job["tmp"] / "sweep" / ".submitit").glob("*/*_log.*"))
+        assert "signal SIGUSR2: checkpointing at the end of this step" in log and "this job is preempted" in log, log[-3000:]
+        assert f"checkpoint at step {tags['resumed_from_step']} saved" in log
 
 
 def test_hard_killed_job_ends_failed_and_the_summary_reports_it(smoke_sweep, interrupted) -> None:

@@ -27,6 +27,14 @@ class SweepFailed(RuntimeError):
     """Some runs of the sweep ended FAILED or KILLED (the summary says which)."""
 
 
+class SubmissionRefused(RuntimeError):
+    """The scheduler refused the job array: nothing was submitted."""
+
+
+# Launchers whose jobs are separate processes, often on other nodes, all writing to the tracking store at once.
+PARALLEL_LAUNCHERS = ("slurm", "submitit_local")
+
+
 def task_config(full: DictConfig) -> DictConfig:
     """A composed sweep config without its `hydra` node: what the job's task function receives."""
     task = copy.deepcopy(full)
@@ -66,7 +74,7 @@ def build_plan(config: DictConfig, configs: list[DictConfig], jobs: Sequence[Seq
                 experiment=str(first.tracking.experiment), launcher=launcher_kind(config), sweep_dir=str(config.hydra.sweep.dir))
     for index, (cfg, job) in enumerate(zip(configs, jobs, strict=True)):
         key = run_key(cfg)
-        plan.points.append(Point(index=index, overrides=list(job), run_key=key, name=describe(cfg),
+        plan.points.append(Point(index=index, overrides=list(job), run_key=key, name=describe(cfg), run_folder=str(run_dir(cfg, key)),
                                  checkpoint=str(run_dir(cfg, key) / "checkpoints" / "last.ckpt")))
     return plan
 
@@ -86,7 +94,7 @@ def classify(plan: Plan) -> None:
         if point.status == "FINISHED":
             point.action = plans.SKIP
         else:
-            point.action = plans.RESUME if Path(point.checkpoint).exists() else plans.RERUN if point.status else plans.NEW
+            point.action = plans.RESUME if point.resumable() else plans.RERUN if point.status else plans.NEW
         point.slurm_job_id, point.reason = None, None
 
 
@@ -107,7 +115,7 @@ def assign_jobs(plan: Plan, configs: list[DictConfig], pack_size: int, write: bo
             overrides.append(f"+pack='{folder}'")
             for i in members:
                 plan.points[i].checkpoint = str(folder / "checkpoints" / "last.ckpt")
-                if Path(plan.points[i].checkpoint).exists():
+                if plan.points[i].resumable():
                     plan.points[i].action = plans.RESUME
         for i in members:
             plan.points[i].task = len(jobs)
@@ -115,8 +123,33 @@ def assign_jobs(plan: Plan, configs: list[DictConfig], pack_size: int, write: bo
     return jobs
 
 
+def tracking_store_problem(launcher: str, cfg: DictConfig) -> ConfigError | None:
+    """Jobs of a parallel launcher must not write to a sqlite file (many writers on a network file system corrupt it)
+    unless `tracking.allow_sqlite` says so."""
+    uri = tracking_uri(cfg.tracking.get("uri"))
+    if launcher not in PARALLEL_LAUNCHERS or not uri.startswith("sqlite:") or cfg.tracking.get("allow_sqlite"):
+        return None
+    return ConfigError("tracking.uri", uri, f"an MLflow server for launcher={launcher} jobs, which write from many processes and "
+                       "nodes at once (a sqlite file on a shared file system corrupts): start one with make mlflow-server and set "
+                       "MLFLOW_TRACKING_URI=http://<host>:<port>, or accept the risk with tracking.allow_sqlite=true")
+
+
+def slurm_check(cfg: DictConfig) -> tuple[list[str], str]:
+    """Problems of the requested resources against sinfo, and one line on what the partition offers."""
+    found = slurm.partitions()
+    partition, problems = slurm.resource_problems(cfg.launcher, found)
+    if not found:
+        return [], "sinfo gave nothing here: resources not checked"
+    if partition is None:
+        return problems, "no partition to check against"
+    limit = "no time limit" if partition.time_limit_min is None else f"time limit {partition.time_limit_min:.0f} min"
+    return problems, (f"partition {partition.name}{' (default)' if partition.default else ''}: nodes with up to {partition.cpus} CPUs, "
+                      f"{partition.mem_mb // 1024} GB, {partition.gpus} GPUs, {limit}")
+
+
 def _launch(plan: Plan, launcher: Any, config: DictConfig, jobs: list[list[str]]) -> list[str]:
-    """Launch the jobs as one array; returns the error of each job that failed in Python."""
+    """Launch the jobs as one array; returns the error of each job that failed in Python. SubmissionRefused when the
+    scheduler took none of them (nothing to wait for)."""
     if not jobs:
         return []
     if plan.launcher == "submitit_local":  # slurm jobs get it from the launcher's `setup` lines
@@ -126,6 +159,8 @@ def _launch(plan: Plan, launcher: Any, config: DictConfig, jobs: list[list[str]]
         results = launcher.launch(jobs, initial_job_idx=0)
         errors = [str(r._return_value) for r in results if r.status.name == "FAILED"]
     except Exception as error:  # a job that died without a result (SLURM kill, OOM): the wait below names it
+        if plan.launcher == "slurm" and not slurm.submitted_tasks(plan.submitit_root):
+            raise SubmissionRefused(slurm.refusal_message(error)) from error
         print(f"[masksae] launcher: {type(error).__name__}: {str(error)[:500]}", file=sys.stderr)
         errors = [str(error)]
     if plan.launcher == "slurm":
@@ -180,13 +215,21 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
         if point.action == plans.SKIP:
             print(f"[masksae] run {point.run_key} already FINISHED as MLflow run {point.run_id}: skipped", file=sys.stderr)
     job_overrides = assign_jobs(plan, configs, pack_size, write=not dry_run)
+    store_problem = tracking_store_problem(plan.launcher, configs[0]) if job_overrides else None
+    slurm_problems, offered = slurm_check(configs[0]) if plan.launcher == "slurm" and job_overrides else ([], "")
     if dry_run:
         from masksae.launch.estimate import report
 
         print(report(plan, configs, config.hydra.launcher))
-        if offline:
-            print(f"[dry run] WARNING: {offline}")
+        if offered:
+            print(f"[dry run] SLURM (sinfo): {offered}: " + ("; ".join(f"ERROR {p}" for p in slurm_problems) or "the request fits"))
+        for warning in (offline, store_problem):
+            if warning:
+                print(f"[dry run] WARNING: {warning}")
         return []
+    if store_problem or slurm_problems:
+        print(f"error: {store_problem or '; '.join(slurm_problems)}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     path = plan_path(configs[0], plan.sweep_id)
     Path(plan.sweep_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, Path(plan.sweep_dir) / "multirun.yaml")
@@ -194,6 +237,9 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
     pins = pin_caches(plan, configs)
     try:
         errors = _launch(plan, launcher, config, job_overrides)
+    except SubmissionRefused as refused:
+        print(f"error: {refused}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     finally:
         unpin_caches(pins)
     plan.save(path)
