@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from omegaconf import DictConfig
 
 from masksae.config import compose_config
 from masksae.tracking import REPO_ROOT
-from tests.parts import missing
+from tests.parts import TrackingServer, free_port, missing, server_host_name
 
 MACHINE_CACHE = Path(os.environ.get("MASKSAE_CACHE", "~/.cache/masksae")).expanduser()
 
@@ -79,37 +77,12 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-# The name by which jobs reach the tracking server: not localhost, as a compute node names the login node.
-SERVER_ALIAS = "masksae-login.cluster"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _host_alias() -> str:
-    """SERVER_ALIAS resolving to this machine (an /etc/hosts line added once, as root)."""
-    try:
-        socket.gethostbyname(SERVER_ALIAS)
-        return SERVER_ALIAS
-    except OSError:
-        pass
-    try:
-        with open("/etc/hosts", "a") as hosts:
-            hosts.write(f"127.0.0.1 {SERVER_ALIAS}\n")
-    except OSError as error:
-        missing(f"cannot add the host name {SERVER_ALIAS} to /etc/hosts ({error})")
-    return SERVER_ALIAS
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[dict[str, str]]:
     """A private PostgreSQL server (slurm/postgres.sh) for the MLflow store: {MLFLOW_STORE, PGPASSFILE}."""
     folder = Path(tempfile.mkdtemp(prefix="masksae-postgres-", dir="/var/tmp"))
     folder.chmod(0o755)  # its server runs as the postgres user
-    env = dict(os.environ, MASKSAE_PG_DIR=str(folder), MASKSAE_PG_PORT=str(_free_port()))
+    env = dict(os.environ, MASKSAE_PG_DIR=str(folder), MASKSAE_PG_PORT=str(free_port()))
     script = str(REPO_ROOT / "slurm" / "postgres.sh")
     started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=600)
     if started.returncode == 3:
@@ -121,38 +94,17 @@ def postgres() -> Iterator[dict[str, str]]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@dataclass
-class TrackingServer:
-    """`slurm/mlflow-server.sh` over PostgreSQL with basic auth, reached by host name; `env` is a client's environment."""
-
-    url: str
-    env: dict[str, str]
-    script_env: dict[str, str]
-
-    def _script(self, command: str) -> str:
-        done = subprocess.run([str(REPO_ROOT / "slurm" / "mlflow-server.sh"), command], env=self.script_env,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    def stop(self) -> None:
-        self._script("stop")
-
-    def start(self) -> str:
-        return self._script("start")
-
-
 @pytest.fixture(scope="session")
 def tracking_server(postgres: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
     """The cluster set-up of the README: PostgreSQL store, basic auth (credentials from the environment), allowed
     hosts, reached through a host name that is not localhost. The pytest process gets the credentials too."""
     folder = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port, host = free_port(), server_host_name()
     credentials = {"MLFLOW_TRACKING_USERNAME": "masksae-ci", "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(16)}
     os.environ.update(credentials)
-    script_env = dict(os.environ, PY=sys.executable, MLFLOW_HOST=_host_alias(), MLFLOW_PORT=str(port), **postgres,
+    script_env = dict(os.environ, PY=sys.executable, MLFLOW_HOST=host, MLFLOW_PORT=str(port), **postgres,
                       MLFLOW_ARTIFACTS=str(folder / "artifacts"), MLFLOW_SERVER_DIR=str(folder))
-    url = f"http://{SERVER_ALIAS}:{port}"
+    url = f"http://{host}:{port}"
     server = TrackingServer(url, {**credentials, "MLFLOW_TRACKING_URI": url}, script_env)
     server.start()
     yield server

@@ -74,3 +74,11 @@ def test_parallel_jobs_refuse_a_sqlite_store_before_anything_is_submitted(sessio
     dry = subprocess.run([*command, "hydra.sweeper.dry_run=true"], cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0 and "2 runs in 2 jobs to submit" in dry.stdout
     assert "[dry run] WARNING: invalid config tracking.uri" in dry.stdout  # the dry run warns, submits nothing
+
+
+def test_sinfo_time_limits_and_gres_are_read_in_every_slurm_format() -> None:
+    from masksae.launch.slurm import _gpus, _minutes
+
+    assert [_minutes(limit) for limit in ("infinite", "UNLIMITED", "45", "30:00", "12:00:00", "2-5", "2-05:30", "1-02:03:00")] == [
+        None, None, 45, 30, 720, 2 * 1440 + 300, 2 * 1440 + 330, 1440 + 123]
+    assert [_gpus(gres) for gres in ("(null)", "gpu:4", "gpu:a100:2(S:0-1)", "gpu:a100:2,gpu:v100:2", "mps:100")] == [0, 4, 2, 4, 0]

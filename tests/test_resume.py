@@ -16,9 +16,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from masksae.checkpoints import LAST, previous_path, resume_point
+from masksae.checkpoints import LAST, resume_point
 from masksae.config import compose_config
 from masksae.datamodule import ActivationDataModule
+from masksae.files import previous_path
 from masksae.metric_journal import MetricJournal
 from masksae.module import SAETrainingModule
 from masksae.saes import build_sae

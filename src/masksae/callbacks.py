@@ -43,8 +43,7 @@ class PreemptionCheckpoint(L.Callback):
         self.pending: tuple[int, FrameType | None] | None = None
 
     def _hold(self, signum: int, frame: FrameType | None) -> None:
-        log.warning("signal %s: checkpointing at the end of this step before the job is requeued", signal.Signals(signum).name)
-        self.pending = (signum, frame)
+        self.pending = (signum, frame)  # no logging here: a signal handler may run inside a logging call
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         current = signal.getsignal(signal.SIGUSR2)
@@ -54,6 +53,8 @@ class PreemptionCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self.pending is not None or trainer.received_sigterm:
+            cause = signal.Signals(self.pending[0]).name if self.pending else "SIGTERM"
+            log.warning("signal %s: checkpointing at the end of this step before the job stops", cause)
             trainer.save_checkpoint(self.path)
             log.warning("checkpoint at step %d saved to %s before the job stops", trainer.global_step, self.path)
             self._release()

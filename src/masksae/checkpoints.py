@@ -5,58 +5,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import torch
+
+from masksae.files import previous_path, write_atomically
 
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"
 TRAINED = "trained.pt"
 # Keys every Lightning training checkpoint has; one without them cannot resume.
 CHECKPOINT_KEYS = ("state_dict", "global_step", "loops", "optimizer_states")
-
-
-def previous_path(path: Path) -> Path:
-    """Where the file that `path` replaced is kept (`last.ckpt.previous`: not a `*.ckpt` name, so Lightning ignores it)."""
-    return path.with_name(path.name + ".previous")
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some network file systems do not sync directories
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomically(target: Path, write: Callable[[IO[bytes]], None], keep_previous: bool = False) -> None:
-    """Write `target` through a staging file beside it (same file system), fsync, then rename it into place. With
-    `keep_previous`, the file it replaces stays as previous_path(target), hard-linked first so that `target` never
-    goes missing (renamed where the file system has no hard links)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(staging, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if keep_previous and target.exists():
-            kept = target.with_name(f".{target.name}.{os.getpid()}.previous.tmp")
-            try:
-                os.link(target, kept)
-                os.replace(kept, previous_path(target))
-            except OSError:
-                kept.unlink(missing_ok=True)
-                os.replace(target, previous_path(target))
-        os.replace(staging, target)
-    finally:
-        staging.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
 
 
 def checkpoint_step(path: Path) -> int:
@@ -83,7 +43,7 @@ class ResumePoint:
 def resume_point(folder: Path) -> ResumePoint | None:
     """The newest readable checkpoint in `folder`: last.ckpt, else the one it replaced, each unreadable one named in a
     warning. Leftover staging files of a killed writer are removed. None: nothing to resume from (start at step 0)."""
-    for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
+    for leftover in folder.glob(".*.tmp-*") if folder.is_dir() else ():
         leftover.unlink(missing_ok=True)
     last = folder / LAST
     for candidate in (last, previous_path(last)):

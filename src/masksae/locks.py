@@ -29,8 +29,27 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
 
 
 def holder_id() -> str:
-    """Who holds a lease: host, process and a random part (pids repeat across hosts and restarts)."""
+    """Who holds a lease (or a run): host, process and a random part (pids repeat across hosts and restarts)."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host runs (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_gone(holder: str) -> bool:
+    """Whether a holder_id() names a process of this host that no longer runs (False for other hosts: unknowable)."""
+    host_pid_random = holder.rsplit("-", 2)
+    if len(host_pid_random) != 3 or host_pid_random[0] != socket.gethostname() or not host_pid_random[1].isdigit():
+        return False
+    return not pid_alive(int(host_pid_random[1]))
 
 
 def read_lease(path: Path) -> dict[str, Any] | None:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from masksae.files import write_bytes_atomically
+
 log = logging.getLogger(__name__)
 BATCH_METRICS = 1000  # MLflow's limit per log_batch request
 RETRY_MAX_S = 30.0
@@ -106,9 +108,7 @@ class MetricJournal:
             return True
         self.client.log_batch(self.run_id, metrics=metrics)
         self._sent = end
-        staging = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
-        staging.write_text(json.dumps({"run_id": self.run_id, "offset": end}))
-        os.replace(staging, self.cursor_path)
+        write_bytes_atomically(self.cursor_path, json.dumps({"run_id": self.run_id, "offset": end}).encode())
         return False
 
     def _send_loop(self) -> None:

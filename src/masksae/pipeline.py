@@ -22,7 +22,7 @@ from masksae.resources import activation_spec, clean_validation_activations, run
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
 from masksae.packing import pack_dir, pack_members
 from masksae.metric_journal import MetricJournal
-from masksae.tracking import TrackedRun, check_not_live, lightning_logger, log_eval_result, run_key, set_tags, tracked_run
+from masksae.tracking import TrackedRun, lightning_logger, log_eval_result, prior_run, refuse_live_run, run_key, set_tags, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +90,14 @@ class OpenRun:
 
 def _open_runs(members: list[DictConfig]) -> list[OpenRun]:
     """Open the members' runs, leaving out those that already FINISHED; none is touched when a live job holds one."""
-    for cfg in members:
-        check_not_live(cfg, run_key(cfg), describe(cfg))
+    keys = [run_key(cfg) for cfg in members]
+    priors = [prior_run(cfg, key) for cfg, key in zip(members, keys, strict=True)]
+    for cfg, key, prior in zip(members, keys, priors, strict=True):
+        refuse_live_run(prior, key, describe(cfg))
     opened: list[OpenRun] = []
     try:
-        for cfg in members:
-            key = run_key(cfg)
-            context = tracked_run(cfg, key, describe(cfg))
+        for cfg, key, prior in zip(members, keys, priors, strict=True):
+            context = tracked_run(cfg, key, describe(cfg), prior)
             entered = context.__enter__()
             if entered is None:
                 context.__exit__(None, None, None)

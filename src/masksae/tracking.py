@@ -17,7 +17,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from masksae.errors import LiveRunError
-from masksae.launch.heartbeat import OWNER_TAG, STALE_AFTER_S, heartbeat, live_holder, owner
+from masksae.launch.heartbeat import OWNER_TAG, STALE_AFTER_S, heartbeat, live_holder
+from masksae.locks import holder_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Config sections that do not change what a run computes: left out of the run key.
@@ -102,7 +103,6 @@ class TrackedRun:
     """An MLflow run that this process owns until it ends."""
 
     run_id: str
-    uri: str
     resumed: bool
 
 
@@ -123,18 +123,27 @@ def find_run(client: Any, experiment_id: str, key: str) -> Any | None:
     return runs[0] if runs else None
 
 
-def _previous_run(cfg: DictConfig, key: str) -> tuple[Any, str, str, Any | None]:
-    """(client, experiment id, tracking URI, newest run of `key` or None)."""
+@dataclass
+class PriorRun:
+    """A run key's experiment and newest run, looked up once before a job opens (or refuses) it."""
+
+    client: Any
+    experiment_id: str
+    previous: Any | None
+
+
+def prior_run(cfg: DictConfig, key: str) -> PriorRun:
     from mlflow import MlflowClient
 
     uri = tracking_uri(cfg.tracking.get("uri"))
     client = MlflowClient(tracking_uri=uri)
     experiment_id = _experiment_id(client, cfg.tracking.experiment, uri)
-    return client, experiment_id, uri, find_run(client, experiment_id, key)
+    return PriorRun(client, experiment_id, find_run(client, experiment_id, key))
 
 
-def refuse_live_run(previous: Any | None, key: str, run_name: str) -> None:
+def refuse_live_run(prior: PriorRun, key: str, run_name: str) -> None:
     """LiveRunError when the newest run of `key` is RUNNING in a job that is still alive (fresh heartbeat)."""
+    previous = prior.previous
     if previous is None or previous.info.status != "RUNNING":
         return
     holder = live_holder(previous, slurm_job_id())
@@ -144,22 +153,20 @@ def refuse_live_run(previous: Any | None, key: str, run_name: str) -> None:
             f"wait for it to end or stop that job (if it died without a word, retry once its heartbeat is {STALE_AFTER_S:.0f} s old)")
 
 
-def check_not_live(cfg: DictConfig, key: str, run_name: str) -> None:
-    """refuse_live_run for the run of a config (before any run of a job is opened)."""
-    refuse_live_run(_previous_run(cfg, key)[3], key, run_name)
-
-
 @contextlib.contextmanager
-def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any, TrackedRun] | None]:
+def tracked_run(cfg: DictConfig, key: str, run_name: str, prior: PriorRun | None = None) -> Iterator[tuple[Any, TrackedRun] | None]:
     """Open (or re-open, for resume) the run of `key`; yields None when it already FINISHED; ends it FINISHED or FAILED.
-    Refuses (LiveRunError) a run that a live job is training."""
-    client, experiment_id, uri, previous = _previous_run(cfg, key)
+    Refuses (LiveRunError) a run that a live job is training; `prior`: the prior_run lookup a caller already made and
+    passed through refuse_live_run (a pack checks every member before it opens any)."""
+    if prior is None:
+        prior = prior_run(cfg, key)
+        refuse_live_run(prior, key, run_name)
+    client, experiment_id, previous = prior.client, prior.experiment_id, prior.previous
     if previous is not None and previous.info.status == "FINISHED" and cfg.tracking.skip_finished:
         print(f"[masksae] run {key} already FINISHED as MLflow run {previous.info.run_id}: skipped", file=sys.stderr)
         yield None
         return
-    refuse_live_run(previous, key, run_name)
-    tags = {"run_key": key, "sweep_id": os.environ.get(SWEEP_ID_ENV, ""), "git_sha": git_sha(), OWNER_TAG: owner()}
+    tags = {"run_key": key, "sweep_id": os.environ.get(SWEEP_ID_ENV, ""), "git_sha": git_sha(), OWNER_TAG: holder_id()}
     if slurm_job_id():
         tags["slurm_job_id"] = slurm_job_id()
     if previous is not None and previous.info.status != "FINISHED":
@@ -180,7 +187,7 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str) -> Iterator[tuple[Any,
             client.log_batch(run_id, params=items[start : start + 100])
     try:
         with heartbeat(client, run_id):
-            yield client, TrackedRun(run_id=run_id, uri=uri, resumed=resumed)
+            yield client, TrackedRun(run_id=run_id, resumed=resumed)
     except BaseException as error:
         message = "".join(traceback.format_exception_only(type(error), error)).strip()
         client.set_tag(run_id, "error", message[:5000])

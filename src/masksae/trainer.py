@@ -13,7 +13,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from masksae.callbacks import PreemptionCheckpoint, ResumeRecorder
-from masksae.checkpoints import LAST, write_atomically
+from masksae.checkpoints import LAST
+from masksae.files import write_atomically
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -3,8 +3,6 @@ left alone; a direct `python -m train` refuses to take over a live run."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from masksae.checkpoints import checkpoint_step
+from masksae.locks import holder_id
 from masksae.tracking import run_key
 
 pytestmark = pytest.mark.slow
@@ -40,7 +39,7 @@ def test_relaunch_resumes_reruns_and_leaves_live_runs_alone(session_env, repo_ro
     # seed 22: a run that FAILED (no checkpoint); seed 23: a run a live process (this one) is training
     failed = client.create_run(experiment_id, tags={"run_key": keys[22]}).info.run_id
     client.set_terminated(failed, status="FAILED")
-    live_tags = {"run_key": keys[23], "heartbeat": f"{time.time():.0f}", "heartbeat_owner": f"{socket.gethostname()}:{os.getpid()}"}
+    live_tags = {"run_key": keys[23], "heartbeat": f"{time.time():.0f}", "heartbeat_owner": holder_id()}  # this process
     live = client.create_run(experiment_id, tags=live_tags).info.run_id
 
     direct = subprocess.run([sys.executable, "-m", "train", *POINT, "seed=23"], cwd=repo_root, env=session_env,

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from masksae.tracking import REPO_ROOT, SWEEP_ID_ENV
-from tests.conftest import TrackingServer
-from tests.parts import missing
+from tests.parts import TrackingServer, missing
 
 SLURM_DIR = Path(os.environ.get("MASKSAE_SLURM_DIR", "/var/tmp/masksae-slurm"))
 NOT_STARTABLE = 3  # slurm/up.sh: packages missing and not root

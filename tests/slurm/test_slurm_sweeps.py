@@ -217,7 +217,7 @@ def test_interrupted_job_resumes_at_its_checkpoint_step_into_one_run_with_the_sa
     assert resumed.data.metrics["train/activation_scale"] == reference.data.metrics["train/activation_scale"]
     if name == "preempt":  # submitit's path: the job checkpointed the step the signal came in, then requeued itself
         log = "".join(path.read_text() for path in (job["tmp"] / "sweep" / ".submitit").glob("*/*_log.*"))
-        assert "signal SIGUSR2: checkpointing at the end of this step" in log and "this job is preempted" in log, log[-3000:]
+        assert "signal SIGUSR2: checkpointing at the end of this step before the job stops" in log and "this job is preempted" in log, log[-3000:]
         assert f"checkpoint at step {tags['resumed_from_step']} saved" in log
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from masksae.corpora.splits import SPLITS, Document, split_of
+from masksae.files import write_bytes_atomically
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +59,6 @@ def valid_manifest(corpus_dir: Path, fingerprint: str) -> dict[str, Any] | None:
     return manifest
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def discard_partial(corpus_dir: Path) -> None:
     """Remove temp files of crashed builders and the manifest; call only while holding the build lock."""
     for stale in corpus_dir.glob(".*.tmp-*"):
@@ -92,7 +77,7 @@ def write_splits(corpus_dir: Path, docs: list[Document]) -> dict[str, dict[str, 
         ]
         data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
         fname = f"{split}.jsonl"
-        _atomic_write(corpus_dir / fname, data)
+        write_bytes_atomically(corpus_dir / fname, data)
         splits[split] = {
             "file": fname,
             "documents": len(lines),
@@ -105,7 +90,7 @@ def write_splits(corpus_dir: Path, docs: list[Document]) -> dict[str, dict[str, 
 
 def write_manifest(corpus_dir: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest last, atomically: its presence marks the corpus complete."""
-    _atomic_write(corpus_dir / MANIFEST_NAME, json.dumps({"format": MANIFEST_FORMAT, **manifest},
+    write_bytes_atomically(corpus_dir / MANIFEST_NAME, json.dumps({"format": MANIFEST_FORMAT, **manifest},
                                                          indent=1).encode("utf-8"))
 
 

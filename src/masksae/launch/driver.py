@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from masksae.launch import plan as plans
 from masksae.launch import slurm
-from masksae.launch.heartbeat import STALE_AFTER_S
+from masksae.launch.heartbeat import STALE_AFTER_S, dead_reason
 from masksae.launch.pins import pin_caches, unpin_caches
 from masksae.launch.plan import Plan, Point
 from masksae.errors import ConfigError, OfflineError
@@ -86,7 +86,7 @@ def classify(plan: Plan) -> None:
     states = slurm.job_states([p.slurm_job_id for p in plan.points if p.status == "RUNNING" and p.slurm_job_id])
     for point in plan.points:
         if point.status == "RUNNING":
-            reason = plans.silent_reason(point, runs.get(point.run_key), states, STALE_AFTER_S)
+            reason = dead_reason(runs.get(point.run_key), point.slurm_job_id, states.get(point.slurm_job_id or ""), STALE_AFTER_S)
             if reason is None:
                 point.action = plans.RUNNING
                 continue

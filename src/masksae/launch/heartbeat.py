@@ -4,15 +4,15 @@ a live job's run is never taken over by another."""
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from masksae.locks import holder_gone
+
 HEARTBEAT_TAG = "heartbeat"
-# host:pid of the process that sends the heartbeat.
+# locks.holder_id() of the process that sends the heartbeat (host, pid, random part).
 OWNER_TAG = "heartbeat_owner"
 # A run whose heartbeat is older than this (seconds) while MLflow says RUNNING is taken for dead.
 STALE_AFTER_S = 600.0
@@ -45,39 +45,33 @@ def silent_for(run: Any, now: float | None = None) -> float | None:
     return None if value is None else (now or time.time()) - float(value)
 
 
-def owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def dead_reason(run: Any, job_id: str | None, job_state: str | None, stale_after_s: float = STALE_AFTER_S) -> str | None:
+    """Why the job of a run that has not ended is dead, or None while it may be alive: its SLURM job ended; outside
+    SLURM, its process on this host is gone (a requeued SLURM job's process is gone too, so SLURM decides there); its
+    heartbeat is stale."""
+    from masksae.launch import slurm
+
+    if job_state in slurm.TERMINAL:
+        return f"SLURM job {job_id} ended {job_state} without ending its MLflow run (killed or crashed before it could say so)"
+    holder = run.data.tags.get(OWNER_TAG, "") if run is not None else ""
+    if not job_id and holder and holder_gone(holder):
+        return f"its process {holder} is gone without ending its MLflow run (killed or crashed before it could say so)"
+    silent = silent_for(run) if run is not None else None
+    if silent is not None and silent > stale_after_s:
+        return f"no heartbeat for {silent:.0f} s (> {stale_after_s:.0f} s): job lost (SIGKILL, node failure)"
+    return None
 
 
-def process_gone(holder: str) -> bool:
-    """Whether `holder` (host:pid) names a process of this host that no longer runs."""
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def live_holder(run: Any, this_slurm_job: str | None, stale_after_s: float = STALE_AFTER_S) -> str | None:
-    """Who still holds a RUNNING run (a description for the refusal), or None when this process may take it over:
-    its heartbeat is stale or absent, its SLURM job is over or is this very job (a requeue), or, outside SLURM, its
-    process on this host is gone."""
+def live_holder(run: Any, this_slurm_job: str | None) -> str | None:
+    """Who still holds a RUNNING run (a description for the refusal), or None when this process may take it over: it
+    never sent a heartbeat, it is this very SLURM job's earlier attempt (a requeue), or its job is dead."""
     from masksae.launch import slurm
 
     silent = silent_for(run)
-    if silent is None or silent > stale_after_s:
+    job = run.data.tags.get("slurm_job_id")
+    if silent is None or (job and job == this_slurm_job):
         return None
-    tags = run.data.tags
-    job, holder = tags.get("slurm_job_id"), tags.get(OWNER_TAG, "")
-    if job:  # SLURM decides: a requeued job's process is gone while the job is still to run again
-        if job == this_slurm_job or slurm.job_states([job]).get(job) in slurm.TERMINAL:
-            return None
-    elif holder and process_gone(holder):
+    if dead_reason(run, job, slurm.job_states([job]).get(job) if job else None) is not None:
         return None
-    where = f"process {holder}" if holder else "another process"
-    return f"{where}{f' (SLURM job {job})' if job else ''}, heartbeat {silent:.0f} s ago"
+    holder = run.data.tags.get(OWNER_TAG)
+    return f"process {holder or '?'}{f' (SLURM job {job})' if job else ''}, heartbeat {silent:.0f} s ago"

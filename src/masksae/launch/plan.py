@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from masksae.launch import slurm
-from masksae.launch.heartbeat import OWNER_TAG, STALE_AFTER_S, process_gone, silent_for
+from masksae.launch.heartbeat import STALE_AFTER_S, dead_reason
 
 # What a launch does with a grid point.
 SKIP, RUNNING, RESUME, RERUN, NEW = "skip", "running", "resume", "rerun", "new"
@@ -110,21 +110,6 @@ def refresh(plan: Plan, client: Any, experiment_id: str) -> dict[str, Any]:
     return runs
 
 
-def silent_reason(point: Point, run: Any, states: dict[str, str], stale_after_s: float) -> str | None:
-    """Why a point whose run has not ended is dead (SLURM job over, its process on this host gone, or heartbeat stale),
-    or None while it may be alive."""
-    state = states.get(point.slurm_job_id or "")
-    if state in slurm.TERMINAL:
-        return f"SLURM job {point.slurm_job_id} ended {state} without ending its MLflow run (killed or crashed before it could say so)"
-    holder = run.data.tags.get(OWNER_TAG, "") if run is not None else ""
-    if not point.slurm_job_id and holder and process_gone(holder):  # outside SLURM (a requeued job's process is gone too)
-        return f"its process {holder} is gone without ending its MLflow run (killed or crashed before it could say so)"
-    silent = silent_for(run) if run is not None else None
-    if silent is not None and silent > stale_after_s:
-        return f"no heartbeat for {silent:.0f} s (> {stale_after_s:.0f} s): job lost (SIGKILL, node failure)"
-    return None
-
-
 def mark_failed(client: Any, experiment_id: str, plan: Plan, point: Point, reason: str) -> None:
     """End the point's run FAILED with `reason` (creating the run when the job died before opening it)."""
     from mlflow.entities import RunTag
@@ -152,7 +137,7 @@ def reconcile(plan: Plan, stale_after_s: float = STALE_AFTER_S) -> list[Point]:
         job_over = state in slurm.TERMINAL or point.slurm_job_id is None
         if point.status in ENDED and job_over:  # a KILLED run whose job is requeued is not over
             continue
-        reason = silent_reason(point, runs.get(point.run_key), states, stale_after_s)
+        reason = dead_reason(runs.get(point.run_key), point.slurm_job_id, states.get(point.slurm_job_id or ""), stale_after_s)
         if reason and point.status not in ENDED:
             mark_failed(client, experiment_id, plan, point, reason)
         else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import configparser
 import json
 import os
 import secrets
@@ -20,11 +19,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from masksae.files import write_bytes_atomically
+from masksae.locks import pid_alive
 from masksae.tracking import REPO_ROOT
 
 CREDENTIALS_FILE = Path("~/.mlflow/credentials").expanduser()  # where MLflow's client reads them too
 MIN_PASSWORD_CHARS = 12  # MLflow's basic-auth app refuses shorter admin passwords
 API_CHECK = "/api/2.0/mlflow/experiments/search"
+PRIVATE = 0o600  # files only their owner reads: credentials, secrets, the auth settings
 
 
 class ServerError(RuntimeError):
@@ -99,40 +101,29 @@ def allowed_hosts(settings: Settings) -> list[str]:
 
 
 def credentials() -> tuple[str, str, str]:
-    """(user, password, where from): MLFLOW_TRACKING_USERNAME/PASSWORD, else ~/.mlflow/credentials; generated into that
-    file (mode 600) when neither has them. Never from a command line: jobs inherit the environment or read the file."""
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    source = "environment (MLFLOW_TRACKING_USERNAME/PASSWORD)"
-    if not (user and password) and CREDENTIALS_FILE.exists():
-        parser = configparser.ConfigParser()
-        parser.read(CREDENTIALS_FILE)
-        section = parser["mlflow"] if parser.has_section("mlflow") else {}
-        user, password = section.get("mlflow_tracking_username"), section.get("mlflow_tracking_password")
-        source = str(CREDENTIALS_FILE)
+    """(user, password, where from), read as every MLflow client reads them: MLFLOW_TRACKING_USERNAME/PASSWORD, else
+    ~/.mlflow/credentials; generated into that file (mode 600) when neither has them. Never from a command line: jobs
+    inherit the environment or read the file."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    found = read_mlflow_creds()
+    user, password = found.username, found.password
+    source = "the environment" if os.environ.get("MLFLOW_TRACKING_PASSWORD") else str(CREDENTIALS_FILE)
     if not (user and password):
         user, password = os.environ.get("USER") or "masksae", secrets.token_urlsafe(18)
-        CREDENTIALS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(CREDENTIALS_FILE, f"[mlflow]\nmlflow_tracking_username = {user}\nmlflow_tracking_password = {password}\n")
+        text = f"[mlflow]\nmlflow_tracking_username = {user}\nmlflow_tracking_password = {password}\n"
+        write_bytes_atomically(CREDENTIALS_FILE, text.encode(), mode=PRIVATE)
         source = f"{CREDENTIALS_FILE} (generated now)"
     if len(password) < MIN_PASSWORD_CHARS:
         raise ServerError(f"the MLflow password from {source} has {len(password)} characters: MLflow's auth app needs at least {MIN_PASSWORD_CHARS}")
     return user, password, source
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, atomically."""
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(staging, path)
-
-
 def _secret(settings: Settings) -> str:
     """The Flask secret for CSRF protection, made once per state folder and kept across restarts."""
     path = settings.state / "flask-secret"
     if not path.exists():
-        _write_private(path, secrets.token_hex(32))
+        write_bytes_atomically(path, secrets.token_hex(32).encode(), mode=PRIVATE)
     return path.read_text().strip()
 
 
@@ -140,10 +131,10 @@ def _auth_config(settings: Settings, user: str) -> Path:
     """MLflow's basic-auth settings: users in a sqlite file of the server's own (one writer), `user` as admin, every
     user may read. The admin password reaches the server through its environment, not this file."""
     path = settings.state / "basic_auth.ini"
-    _write_private(path, "\n".join([
+    write_bytes_atomically(path, mode=PRIVATE, data="\n".join([
         "[mlflow]", "default_permission = READ", f"database_uri = sqlite:///{settings.state / 'basic_auth.db'}",
         f"admin_username = {user}", "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-        "auth_cache_ttl_seconds = 60", ""]))
+        "auth_cache_ttl_seconds = 60", ""]).encode())
     return path
 
 
@@ -164,18 +155,10 @@ def api_status(url: str, auth: tuple[str, str] | None, host_header: str | None =
         return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def running_pid(settings: Settings) -> int | None:
     if settings.pid_file.exists():
         pid = int(settings.pid_file.read_text())
-        return pid if _alive(pid) else None
+        return pid if pid_alive(pid) else None
     return None
 
 
@@ -256,10 +239,10 @@ def stop(settings: Settings) -> str:
         except ProcessLookupError:
             break
         deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.2)
-        if not _alive(pid):
+        if not pid_alive(pid):
             break
     settings.pid_file.unlink(missing_ok=True)
     return f"[mlflow-server] stopped (pid {pid})"

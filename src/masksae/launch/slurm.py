@@ -77,12 +77,17 @@ def _gpus(gres: str) -> int:
 
 
 def _minutes(limit: str) -> float | None:
-    """sinfo's time limit ('infinite', 'D-HH:MM:SS', 'HH:MM:SS', 'MM:SS', 'MM') in minutes."""
+    """sinfo's time limit ('infinite', 'D-HH', 'D-HH:MM', 'D-HH:MM:SS', 'HH:MM:SS', 'MM:SS', 'MM') in minutes."""
     if limit.lower() in ("infinite", "unlimited", "n/a", ""):
         return None
     days, _, clock = limit.rpartition("-")
     fields = [int(f) for f in clock.split(":")]
-    hours, minutes, seconds = ([0] * (3 - len(fields)) + fields) if len(fields) > 1 else (0, fields[0], 0)
+    if days:  # days-hours[:minutes[:seconds]]
+        hours, minutes, seconds = (fields + [0, 0])[:3]
+    elif len(fields) == 1:  # minutes
+        hours, minutes, seconds = 0, fields[0], 0
+    else:  # minutes:seconds or hours:minutes:seconds
+        hours, minutes, seconds = [0] * (3 - len(fields)) + fields
     return (int(days or 0) * 24 + hours) * 60 + minutes + seconds / 60
 
 
