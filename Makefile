@@ -27,7 +27,8 @@ $(if $(DRY_RUN),$(PY) -m train -m experiment=$(1) launcher=slurm hydra.sweeper.d
 endef
 
 .PHONY: help install install-extra-models demo test bench mlflow-ui clean-outputs slurm-up slurm-down mlflow-server \
-	mlflow-server-stop postgres-up postgres-down sweep-local sweep-gemma sweep-pythia sweep-status prefetch report local-paper
+	mlflow-server-stop postgres-up postgres-down sweep-local sweep-gemma sweep-pythia sweep-status prefetch report local-paper \
+	memcap-check gpu-check
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -70,8 +71,17 @@ $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
 	$(PY) -m pip install -q -c $(VENV)/bench-constraints.txt -r bench/requirements.txt
 	touch $@
 
-bench: $(VENV)/.bench-installed ## speed figures of issue 5 (ours vs SAELens, stop-at-layer, 16-run grid, matmul peak) -> bench/results.{json,md}; BENCH_ARGS="--grid small": 61 min measured on 2 cores (default grid: several hours)
+bench: $(VENV)/.bench-installed ## speed figures of issues 5 and 12 (ours vs SAELens, stop-at-layer, 16-run grid, matmul peak, sharded read vs in-memory, peak RSS at 200k/1M tokens) -> bench/results.{json,md}; BENCH_ARGS="--grid small": 61 min measured on 2 cores (default grid: several hours)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+MEMCAP_GB ?= 3
+MEMCAP_TOKENS ?= 1000000
+memcap-check: install ## issue 12: the default run on MEMCAP_TOKENS (1M: a ~2.6 GB set) under a hard MEMCAP_GB (3 GB) cgroup memory cap, its training set rebuilt under the cap first (root; ~25 min on 2 cores) -> bench/memcap.json
+	$(PY) -m bench.memcap --limit-gb $(MEMCAP_GB) --drop-train-cache --json bench/memcap.json -- \
+	  $(PY) -m train activations.train_tokens=$(MEMCAP_TOKENS) $(ARGS)
+
+gpu-check: install ## the CUDA path on one GPU in <= 5 min: smoke grid (fp32 + bf16 LLM, packs, all evals), TopK/JumpReLU steps at d_sae 65,536; tokens/s and peak GPU memory -> bench/gpu_check.json
+	$(PY) -m bench.gpu_check
 
 mlflow-ui: install ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the local store
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \

@@ -49,7 +49,7 @@ def our_sae(architecture: str, d_in: int, d_sae: int, k: int, sample_ND: torch.T
 def our_step(sae: SparseAutoencoder, x_BD: torch.Tensor, lr: float, compile_loss: bool = False) -> Callable[[], None]:
     """What the Lightning loop does per step: loss, dead-latent bookkeeping, backward, decoder-norm hooks, clip, Adam."""
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
-    tokens_since_fired_F = torch.zeros(sae.d_sae, dtype=torch.long)
+    tokens_since_fired_F = torch.zeros(sae.d_sae, dtype=torch.long, device=x_BD.device)
     training_loss = torch.compile(sae.training_loss) if compile_loss else sae.training_loss
 
     def step() -> None:

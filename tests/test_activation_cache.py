@@ -1,5 +1,6 @@
-"""Activation cache: one build under real racing processes, stale claims taken over, corrupt caches rebuilt, LRU
-eviction within the disk budget that spares leased and pinned caches, and None (stream) when nothing fits."""
+"""Activation cache: one build under real racing processes, stale claims taken over (the new builder going on from the
+dead one's shards), corrupt shards rebuilt, LRU eviction within the disk budget that spares leased and pinned caches,
+and None (stream) when nothing fits."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import pytest
 import torch
 
 from masksae.activation_cache import ActivationCache
-from masksae.activations import ActivationSet, ActivationSpec
+from masksae.activations import ActivationSpec
 from masksae.locks import Lease, read_lease
+from masksae.shards import ShardWriter
 
-N_ROWS, D = 1000, 16
+N_ROWS, D, CHUNK, SHARD_ROWS = 1000, 16, 50, 200
 CACHE_BYTES = N_ROWS * (D * 4 + 1) + 4096  # what resources.cache_bytes would reserve
 
 
@@ -27,18 +29,31 @@ def spec(index: int = 0) -> ActivationSpec:
     return ActivationSpec("tiny", None, 1, "test", "train", N_ROWS, 10, 0.1 * index, 4, 0, "float32")
 
 
-def synthetic(s: ActivationSpec) -> ActivationSet:
+def synthetic(s: ActivationSpec) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(int(s.key(), 16) % 2**31)
-    return ActivationSet(torch.randn(N_ROWS, D, generator=generator), torch.rand(N_ROWS, generator=generator) < 0.1, s)
+    return torch.randn(N_ROWS, D, generator=generator), torch.rand(N_ROWS, generator=generator) < 0.1
+
+
+def write_synthetic(s: ActivationSpec, writer: ShardWriter, pause: float = 0.0) -> None:
+    """What an LLM pass would append: one chunk of CHUNK rows per 'sequence', from where the writer stands."""
+    acts_ND, masked_N = synthetic(s)
+    for sequence in range(writer.sequences_done, N_ROWS // CHUNK):
+        time.sleep(pause)
+        rows = slice(sequence * CHUNK, (sequence + 1) * CHUNK)
+        writer.append(acts_ND[rows], masked_N[rows], sequence + 1)
+
+
+def get(cache: ActivationCache, s: ActivationSpec, build, n_bytes: int = CACHE_BYTES):
+    return cache.get_or_build(s, build, n_bytes, d_model=D, shard_rows=SHARD_ROWS)
 
 
 def counting_build(cache_root: Path, s: ActivationSpec):
     log = cache_root / "builds.log"
 
-    def build() -> ActivationSet:
+    def build(writer: ShardWriter) -> None:
         with open(log, "a") as handle:
-            handle.write(s.key() + "\n")
-        return synthetic(s)
+            handle.write(f"{s.key()} from {writer.sequences_done}\n")
+        write_synthetic(s, writer)
 
     return build, log
 
@@ -47,15 +62,14 @@ RACER = textwrap.dedent("""
     import sys, time, torch
     from pathlib import Path
     from masksae.activation_cache import ActivationCache
-    from tests.test_activation_cache import spec, synthetic
+    from tests.test_activation_cache import D, SHARD_ROWS, spec, write_synthetic
     root, pause = Path(sys.argv[1]), float(sys.argv[2])
-    def build():
+    def build(writer):
         with open(root / "builds.log", "a") as handle:
             handle.write("build\\n")
-        time.sleep(pause)  # a slow LLM pass: the others must wait, not build too
-        return synthetic(spec())
-    got = ActivationCache(root, claim_ttl_s=float(sys.argv[3]), poll_s=0.1).get_or_build(spec(), build, 10**6)
-    print(float(got.acts_ND.sum()))
+        write_synthetic(spec(), writer, pause)  # a slow LLM pass: the others must wait, not build too
+    got = ActivationCache(root, claim_ttl_s=float(sys.argv[3]), poll_s=0.1).get_or_build(spec(), build, 10**6, d_model=D, shard_rows=SHARD_ROWS)
+    print(float(got.to_memory()[0].sum()))
 """)
 
 
@@ -66,28 +80,54 @@ def _racers(root: Path, n: int, pause: float, ttl: float) -> list[subprocess.Pop
 
 
 def test_racing_processes_build_once_and_all_read_the_same(tmp_path: Path) -> None:
-    procs = _racers(tmp_path, 3, pause=1.5, ttl=30.0)
+    procs = _racers(tmp_path, 3, pause=0.08, ttl=30.0)
     outputs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
     assert (tmp_path / "builds.log").read_text().count("build") == 1
     assert len({out.strip() for out, _ in outputs}) == 1
-    assert float(synthetic(spec()).acts_ND.sum()) == float(outputs[0][0])
+    assert float(synthetic(spec())[0].sum()) == pytest.approx(float(outputs[0][0]), rel=1e-6)
 
 
-def test_a_killed_builder_is_taken_over_after_its_claim_goes_stale(tmp_path: Path) -> None:
-    (victim,) = _racers(tmp_path, 1, pause=600.0, ttl=1.0)
-    claim = tmp_path / "activations" / ".claims" / spec().key()
+def test_sets_are_written_in_shards_and_read_back_exactly(tmp_path: Path) -> None:
+    cache = ActivationCache(tmp_path)
+    got = get(cache, spec(), counting_build(tmp_path, spec())[0])
+    assert got.rows_per_shard == [SHARD_ROWS] * (N_ROWS // SHARD_ROWS)  # a shard closes at the first chunk boundary past SHARD_ROWS
+    acts_ND, masked_N = got.to_memory()
+    assert torch.equal(acts_ND, synthetic(spec())[0]) and torch.equal(masked_N, synthetic(spec())[1])
+    rows = torch.tensor([3, 0, 199])
+    assert torch.equal(got.gather(2, rows), acts_ND[2 * SHARD_ROWS + rows])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_sets_round_trip_through_the_shards_and_the_batches(tmp_path: Path, dtype: torch.dtype) -> None:
+    from masksae.batching import CachedBlocks, ShuffledBatches
+    from tests.activation_sets import sharded_set
+
+    acts_ND = torch.randn(1000, D, generator=torch.Generator().manual_seed(0)).to(dtype)
+    shards = sharded_set(tmp_path, acts_ND, shard_rows=300, chunk=100)
+    assert shards.to_memory()[0].dtype == dtype and torch.equal(shards.to_memory()[0], acts_ND)
+    (batch_BD,) = list(ShuffledBatches(CachedBlocks(shards, 1), 1000, 1000, 1, lambda: 0, seed=0, scale=1.0))
+    assert batch_BD.dtype == torch.float32 and torch.equal(batch_BD.sort(0).values, acts_ND.float().sort(0).values)
+
+
+def test_a_killed_builder_is_taken_over_and_its_shards_are_kept(tmp_path: Path) -> None:
+    (victim,) = _racers(tmp_path, 1, pause=0.3, ttl=1.0)
+    progress = tmp_path / "activations" / f".staging-{spec().key()}" / "progress.json"
     deadline = time.time() + 60
-    while read_lease(claim) is None and victim.poll() is None and time.time() < deadline:
+    while victim.poll() is None and time.time() < deadline and len(json.loads(progress.read_text() if progress.exists() else "[]")) < 2:
         time.sleep(0.05)
-    assert read_lease(claim) is not None, victim.stderr.read()[-2000:] if victim.poll() is not None else "no claim"
+    assert victim.poll() is None, victim.stderr.read()[-2000:]
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    written = json.loads(progress.read_text())
+    assert read_lease(tmp_path / "activations" / ".claims" / spec().key()) is not None  # still looks held, until stale
     build, log = counting_build(tmp_path, spec())
     started = time.time()
-    got = ActivationCache(tmp_path, claim_ttl_s=1.0, poll_s=0.1).get_or_build(spec(), build, 10**6)
-    assert torch.equal(got.acts_ND, synthetic(spec()).acts_ND)
-    assert log.read_text().count(spec().key()) == 1 and time.time() - started < 10
+    got = ActivationCache(tmp_path, claim_ttl_s=1.0, poll_s=0.1).get_or_build(spec(), build, 10**6, d_model=D, shard_rows=SHARD_ROWS)
+    assert torch.equal(got.to_memory()[0], synthetic(spec())[0]) and time.time() - started < 10
+    assert log.read_text().splitlines() == ["build", f"{spec().key()} from {written[-1]['sequences_done']}"]  # went on, not from 0
+    assert written[-1]["sequences_done"] >= 2 * SHARD_ROWS // CHUNK
+    assert not list((tmp_path / "activations").glob(".staging-*"))
 
 
 def test_a_live_claim_is_not_taken_over(tmp_path: Path) -> None:
@@ -101,59 +141,71 @@ def test_a_live_claim_is_not_taken_over(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest", "no_manifest"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "missing_shard", "manifest", "no_manifest"])
 def test_incomplete_or_corrupt_caches_are_detected_and_rebuilt(tmp_path: Path, damage: str) -> None:
     cache = ActivationCache(tmp_path, poll_s=0.05)
     build, log = counting_build(tmp_path, spec())
-    first = cache.get_or_build(spec(), build, CACHE_BYTES)
+    first = get(cache, spec(), build).to_memory()[0]
     folder = cache.folder(spec())
-    data_file, manifest_file = folder / "acts.safetensors", folder / "manifest.json"
+    shard_file, manifest_file = folder / "shard-00003.safetensors", folder / "manifest.json"
     if damage == "truncate":
-        data_file.write_bytes(data_file.read_bytes()[:1000])  # a crash mid-copy, a full disk
+        shard_file.write_bytes(shard_file.read_bytes()[:1000])  # a crash mid-copy, a full disk
     elif damage == "flip":
-        data = bytearray(data_file.read_bytes())
-        data[-5] ^= 0xFF  # silent corruption of one float
-        data_file.write_bytes(bytes(data))
+        data = bytearray(shard_file.read_bytes())
+        data[-5] ^= 0xFF  # silent corruption of one value
+        shard_file.write_bytes(bytes(data))
+    elif damage == "missing_shard":
+        shard_file.unlink()
     elif damage == "manifest":
         manifest_file.write_text(manifest_file.read_text()[:40])
     else:
-        manifest_file.unlink()  # data written, manifest never: an interrupted writer
-    (tmp_path / "activations" / f".staging-{spec().key()}-dead").mkdir()  # left by a crashed builder
+        manifest_file.unlink()  # shards written, manifest never: an interrupted writer
     assert cache.load(spec()) is None
-    again = cache.get_or_build(spec(), build, CACHE_BYTES)
-    assert torch.equal(again.acts_ND, first.acts_ND) and log.read_text().count(spec().key()) == 2
-    assert torch.equal(cache.load(spec()).acts_ND, first.acts_ND)
+    again = get(cache, spec(), build)
+    assert torch.equal(again.to_memory()[0], first) and log.read_text().count(spec().key()) == 2
+    assert torch.equal(cache.load(spec()).to_memory()[0], first)
     assert not list((tmp_path / "activations").glob(".staging-*"))
+
+
+def test_an_abandoned_build_counts_against_the_budget_and_goes_first(tmp_path: Path) -> None:
+    cache = ActivationCache(tmp_path, budget_bytes=int(2.5 * CACHE_BYTES), poll_s=0.05)
+    get(cache, spec(0), counting_build(tmp_path, spec(0))[0])
+    abandoned = cache.root / f".staging-{spec(7).key()}"
+    abandoned.mkdir()
+    (abandoned / "shard-00000.safetensors").write_bytes(b"x" * CACHE_BYTES)  # its builder died; no live claim
+    assert cache.usage_bytes() >= 2 * CACHE_BYTES - 4096
+    get(cache, spec(1), counting_build(tmp_path, spec(1))[0])
+    assert not abandoned.exists() and {p.name for p in cache.complete_caches()} == {spec(0).key(), spec(1).key()}
 
 
 def test_lru_eviction_keeps_the_budget_and_spares_leased_and_pinned_caches(tmp_path: Path) -> None:
     cache = ActivationCache(tmp_path, budget_bytes=int(2.5 * CACHE_BYTES), poll_s=0.05)
     for index in (0, 1):
-        cache.get_or_build(spec(index), counting_build(tmp_path, spec(index))[0], CACHE_BYTES)
+        get(cache, spec(index), counting_build(tmp_path, spec(index))[0])
         time.sleep(0.05)
     cache.load(spec(0))  # 0 is now the most recently used: 1 goes first
-    cache.get_or_build(spec(2), counting_build(tmp_path, spec(2))[0], CACHE_BYTES)
+    get(cache, spec(2), counting_build(tmp_path, spec(2))[0])
     assert {p.name for p in cache.complete_caches()} == {spec(0).key(), spec(2).key()}
     assert cache.usage_bytes() <= cache.budget_bytes
     pin = cache.lease(spec(0), holder="queued-job-17", ttl_s=3600)  # a queued job needs 0
     with cache.lease(spec(2)):  # a job is reading 2
-        assert cache.get_or_build(spec(3), counting_build(tmp_path, spec(3))[0], CACHE_BYTES) is None  # nothing may go: stream
+        assert get(cache, spec(3), counting_build(tmp_path, spec(3))[0]) is None  # nothing may go: stream
         assert {p.name for p in cache.complete_caches()} == {spec(0).key(), spec(2).key()}
-    cache.get_or_build(spec(3), counting_build(tmp_path, spec(3))[0], CACHE_BYTES)  # 2 is free now: evicted
+    get(cache, spec(3), counting_build(tmp_path, spec(3))[0])  # 2 is free now: evicted
     assert {p.name for p in cache.complete_caches()} == {spec(0).key(), spec(3).key()}
     pin.release()
-    cache.get_or_build(spec(4), counting_build(tmp_path, spec(4))[0], CACHE_BYTES)
+    get(cache, spec(4), counting_build(tmp_path, spec(4))[0])
     assert {p.name for p in cache.complete_caches()} == {spec(3).key(), spec(4).key()}
-    assert cache.get_or_build(spec(5), counting_build(tmp_path, spec(5))[0], 3 * CACHE_BYTES) is None  # larger than the budget
+    assert get(cache, spec(5), counting_build(tmp_path, spec(5))[0], 3 * CACHE_BYTES) is None  # larger than the budget
 
 
 def test_lapsed_pins_and_live_build_reservations_count_right(tmp_path: Path) -> None:
     cache = ActivationCache(tmp_path, budget_bytes=int(2.5 * CACHE_BYTES), poll_s=0.05)
-    cache.get_or_build(spec(0), counting_build(tmp_path, spec(0))[0], CACHE_BYTES)
+    get(cache, spec(0), counting_build(tmp_path, spec(0))[0])
     cache.lease(spec(0), holder="crashed-sweep", ttl_s=0.2)
     time.sleep(0.4)  # the pin lapses by itself
     with Lease.claim(cache.root / ".claims" / spec(9).key(), ttl_s=30, payload={"bytes": CACHE_BYTES}):
         assert cache.usage_bytes() >= 2 * CACHE_BYTES - 4096  # another job's build in progress is reserved
-        cache.get_or_build(spec(1), counting_build(tmp_path, spec(1))[0], CACHE_BYTES)
+        get(cache, spec(1), counting_build(tmp_path, spec(1))[0])
     assert {p.name for p in cache.complete_caches()} == {spec(1).key()}
     assert json.loads((cache.folder(spec(1)) / "manifest.json").read_text())["n_rows"] == N_ROWS

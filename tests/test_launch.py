@@ -22,6 +22,8 @@ def test_gemma_dry_run_shows_the_array_gpu_hours_and_cache_disk(session_env, rep
     assert "activation caches: 5 " in done.stdout and "x ~921.60 GB" in done.stdout and "= 4.61 TB" in done.stdout
     assert "#0 new    gemma-2-2b-L12-topk-k32-d18432-p0-s0-ds0" in done.stdout and "Submitted" not in done.stdout + done.stderr
     assert "WARNING: model gemma-2-2b (google/gemma-2-2b) is not in the Hugging Face cache" in done.stdout  # offline here
+    memory = next(line for line in done.stdout.splitlines() if line.startswith("[dry run] memory per job: ~"))
+    assert "LLM weights 5.23" in memory and "against launcher.mem_gb=" in memory  # 2614M bf16 parameters
     packed = subprocess.run([*command, "hydra.sweeper.pack_size=4"], cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=600)
     assert packed.returncode == 0, packed.stderr[-3000:]
     # 12 points per mask rate differ only in sae / l0: 3 packs of 4 each
@@ -74,6 +76,22 @@ def test_parallel_jobs_refuse_a_sqlite_store_before_anything_is_submitted(sessio
     dry = subprocess.run([*command, "hydra.sweeper.dry_run=true"], cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0 and "2 runs in 2 jobs to submit" in dry.stdout
     assert "[dry run] WARNING: invalid config tracking.uri" in dry.stdout  # the dry run warns, submits nothing
+
+
+def test_a_job_that_would_not_fit_its_memory_is_refused_before_anything_is_submitted(session_env, repo_root, tmp_path) -> None:
+    command = [sys.executable, "-m", "train", "-m", "launcher=submitit_local", "debug=smoke", "mask_prob=0,0.1", "launcher.mem_gb=2",
+               "tracking.allow_sqlite=true", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    done = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: a job needs ~") and "but launcher.mem_gb=2 (MASKSAE_SLURM_MEM_GB): raise launcher.mem_gb or lower" in line
+    assert "core eval logits" in line and "eval.core.batch_size" in line  # the largest part that a setting lowers is named
+    assert not (tmp_path / "sweep" / ".submitit").exists()
+    dry = subprocess.run([*command, "hydra.sweeper.dry_run=true"], cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0 and "[dry run] WARNING: a job needs ~" in dry.stdout
+    enough = subprocess.run([*command[:-3], "launcher.mem_gb=8", "tracking.allow_sqlite=true", "hydra.sweeper.dry_run=true"],
+                            cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
+    assert enough.returncode == 0 and "memory per job: ~" in enough.stdout and "WARNING: a job needs" not in enough.stdout
 
 
 def test_sinfo_time_limits_and_gres_are_read_in_every_slurm_format() -> None:

@@ -16,6 +16,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from masksae.batching import CachedBlocks
 from masksae.checkpoints import LAST, resume_point
 from masksae.config import compose_config
 from masksae.datamodule import ActivationDataModule
@@ -25,6 +26,7 @@ from masksae.module import SAETrainingModule
 from masksae.saes import build_sae
 from masksae.tracking import lightning_logger
 from masksae.trainer import build_trainer
+from tests.activation_sets import sharded_set
 
 D_IN = 32
 
@@ -66,14 +68,15 @@ def _fit(sae_names: list[str], folder: Path, stop_at: int | None = None, term_at
     journals (folder/journal-<i>.jsonl) to those runs."""
     cfgs = [_sae_cfg(name) for name in sae_names]
     acts_ND = torch.randn(4096, D_IN, generator=torch.Generator().manual_seed(1)) * 3 + 1
-    data = ActivationDataModule(acts_ND, torch.zeros(4096, dtype=torch.bool), acts_ND[:256], batch_size=256, epochs=2,
-                                seed=0, train_on_masked=True, scale_sample=4096)
+    shards = sharded_set(folder / "cache", acts_ND, shard_rows=700, chunk=100)
+    data = ActivationDataModule(CachedBlocks(shards, block_rows=1), acts_ND[:256], batch_size=256, epochs=2, seed=0,
+                                scale_sample=4096, buffer_rows=1024)  # buffers of 4 steps: step 15 stops inside one
     saes = []
     for cfg in cfgs:
         L.seed_everything(0, verbose=False)
         sae = build_sae(cfg.sae, D_IN)
         with torch.no_grad():
-            sae.init_from_data(data.train_acts_ND.float() * data.scale)
+            sae.init_from_data(data.sample_ND.float() * data.scale)
         saes.append(sae)
     module = SAETrainingModule(saes, [cfg.sae for cfg in cfgs], cfgs[0].training, data.total_steps)
     options = dict(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, log_every_n_steps=1)

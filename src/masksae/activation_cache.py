@@ -1,18 +1,20 @@
 """Activation cache shared by every job of a grid: build once, atomic and checksummed, LRU within a disk budget.
 
 Layout under `<cache_dir>/activations/`:
-    <key>/manifest.json, acts.safetensors, used   a complete cache (`used`: its mtime is the last use)
+    <key>/manifest.json, shard-NNNNN.safetensors, used   a complete cache (`used`: its mtime is the last use)
     .claims/<key>                                 the build claim of <key>; it carries the bytes reserved
     .claims/_budget                               held briefly while deciding what to evict
     .leases/<key>/<holder>                        <key> is being read, or pinned for a queued job
-    .staging-<key>-<token>/  .trash-<id>/         being written / being removed
+    .staging-<key>/progress.json, shards          being written: a builder that takes over a stale claim keeps
+                                                  the verified shards of the one before and goes on from there
+    .trash-<id>/                                  being removed
 Claims and leases are O_EXCL / heartbeat files (`masksae.locks.Lease`), so this works where file locks do not
-(NFS, Lustre). Whatever happens to them, a cache appears by one rename of a complete, checksummed folder.
+(NFS, Lustre). Whatever happens to them, a cache appears by one rename of a complete folder of checksummed shards,
+written while the LLM runs (a builder holds one shard in memory, never the set).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,25 +22,40 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import asdict
 from pathlib import Path
 
-from safetensors.torch import load, save
+import torch
 
-from masksae.activations import ActivationSet, ActivationSpec
+from masksae.activations import ActivationSpec
+from masksae.files import write_bytes_atomically
 from masksae.locks import Lease, live_leases, read_lease
+from masksae.shards import CorruptShardError, ShardedActivations, ShardEntry, ShardWriter
 
 log = logging.getLogger(__name__)
 BUDGET_CLAIM = "_budget"
-
-
-def _checksum(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+PROGRESS = "progress.json"
 
 
 def _folder_bytes(folder: Path) -> int:
     return sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+
+
+def verify_entries(folder: Path, entries: list[ShardEntry]) -> int:
+    """How many leading shards are intact (size and checksum; checked in parallel threads)."""
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        problems = list(pool.map(lambda entry: _problem(folder, entry), entries))
+    return next((index for index, problem in enumerate(problems) if problem), len(entries))
+
+
+def _problem(folder: Path, entry: ShardEntry) -> str | None:
+    try:
+        entry.verify(folder)
+    except CorruptShardError as error:
+        return str(error)
+    return None
 
 
 class ActivationCache:
@@ -54,7 +71,7 @@ class ActivationCache:
         return self.root / spec.key()
 
     # --- reading ------------------------------------------------------------------------------
-    def load(self, spec: ActivationSpec) -> ActivationSet | None:
+    def load(self, spec: ActivationSpec) -> ShardedActivations | None:
         """The cached set, or None when absent, incomplete or corrupt (removed later, under the build claim)."""
         folder = self.folder(spec)
         manifest_path = folder / "manifest.json"
@@ -62,18 +79,20 @@ class ActivationCache:
             return None
         try:
             manifest = json.loads(manifest_path.read_text())
-            data = (folder / "acts.safetensors").read_bytes()  # one read: checksummed, then parsed
-            if manifest["spec"] != asdict(spec) or _checksum(data) != manifest["checksum"]:
-                raise ValueError("manifest does not match the data")
-            tensors = load(data)
-            if tensors["acts_ND"].shape[0] != manifest["n_rows"]:
+            if manifest["spec"] != asdict(spec):
+                raise ValueError("its manifest is for another activation spec")
+            entries = [ShardEntry(**entry) for entry in manifest["shards"]]
+            intact = verify_entries(folder, entries)
+            if intact < len(entries):
+                raise ValueError(f"shard {entries[intact].file} is missing, truncated or altered")
+            if sum(entry.rows for entry in entries) != manifest["n_rows"]:
                 raise ValueError("row count differs from the manifest")
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
             log.warning("activation cache %s is incomplete or corrupt (%s): it will be rebuilt", folder, error)
             return None
         with suppress(OSError):
             (folder / "used").touch()
-        return ActivationSet(acts_ND=tensors["acts_ND"], masked_N=tensors["masked_N"], spec=spec)
+        return ShardedActivations(folder, entries, int(manifest["d_model"]), getattr(torch, spec.dtype))
 
     def lease(self, spec: ActivationSpec, holder: str | None = None, ttl_s: float | None = None) -> Lease:
         """Mark `spec`'s cache as needed: never evicted while the lease lives. Without `ttl_s`, a heartbeat keeps
@@ -89,9 +108,11 @@ class ActivationCache:
         (self.root / ".leases" / spec.key() / holder).unlink(missing_ok=True)
 
     # --- building -----------------------------------------------------------------------------
-    def get_or_build(self, spec: ActivationSpec, build: Callable[[], ActivationSet], n_bytes: int) -> ActivationSet | None:
-        """The cached set for `spec`, built once by `build()` however many processes ask at once; None when a
-        cache of `n_bytes` would not fit the budget even after evicting what no one needs (the caller streams)."""
+    def get_or_build(self, spec: ActivationSpec, build: Callable[[ShardWriter], None], n_bytes: int, *, d_model: int,
+                     shard_rows: int) -> ShardedActivations | None:
+        """The cached set for `spec`, built once by `build(writer)` however many processes ask at once; None when a
+        cache of `n_bytes` would not fit the budget even after evicting what no one needs (the caller streams).
+        `build` appends rows from `writer.sequences_done` on (0, or where a builder that died stopped)."""
         with self.lease(spec):
             while True:
                 cached = self.load(spec)
@@ -105,41 +126,46 @@ class ActivationCache:
                     cached = self.load(spec)
                     if cached is not None:
                         return cached
-                    self._discard(spec.key())
+                    self.discard_folder(self.root / spec.key())
                     if not self.make_room(n_bytes, spec.key()):
                         log.warning("activation cache %s (%.2f GB) would not fit activations.cache_budget_gb=%s: streaming",
                                     spec.key(), n_bytes / 1e9, self.budget_bytes and self.budget_bytes / 1e9)
                         return None
-                    activations = build()
-                    self.store(activations)
-                    return activations
+                    return self._build(spec, build, d_model, shard_rows)
 
-    def store(self, activations: ActivationSet) -> None:
-        """Write into a staging folder, then rename it into place: readers never see half a cache."""
-        key = activations.spec.key()
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = self.root / f".staging-{key}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
-        data = save({"acts_ND": activations.acts_ND.contiguous(), "masked_N": activations.masked_N.contiguous()})
-        (staging / "acts.safetensors").write_bytes(data)
+    def _build(self, spec: ActivationSpec, build: Callable[[ShardWriter], None], d_model: int, shard_rows: int) -> ShardedActivations:
+        """Shards into `.staging-<key>` (going on from a dead builder's verified ones), then one rename into place."""
+        key = spec.key()
+        staging = self.root / f".staging-{key}"
+        writer = ShardWriter(staging, shard_rows, self._resumable_entries(staging), progress=staging / PROGRESS)
+        if writer.entries:
+            log.info("activation cache %s: going on from %d shards (%d sequences) an interrupted build left",
+                     key, len(writer.entries), writer.sequences_done)
+        build(writer)
+        writer.flush(writer.sequences_pending)
+        manifest = {"spec": asdict(spec), "d_model": d_model, "n_rows": sum(entry.rows for entry in writer.entries),
+                    "shards": [asdict(entry) for entry in writer.entries], "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (staging / "used").touch()
-        manifest = {
-            "spec": asdict(activations.spec),
-            "n_rows": activations.acts_ND.shape[0],
-            "checksum": _checksum(data),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        self._discard_folder(self.root / key)
+        write_bytes_atomically(staging / "manifest.json", json.dumps(manifest, indent=1).encode())
+        (staging / PROGRESS).unlink(missing_ok=True)
+        self.discard_folder(self.root / key)
         os.replace(staging, self.root / key)
+        return ShardedActivations(self.root / key, writer.entries, d_model, getattr(torch, spec.dtype))
 
-    def _discard(self, key: str) -> None:
-        """Remove an incomplete or corrupt cache of `key` and staging folders left by crashed builders."""
-        self._discard_folder(self.root / key)
-        for leftover in self.root.glob(f".staging-{key}-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+    def _resumable_entries(self, staging: Path) -> list[ShardEntry]:
+        """The intact leading shards of an interrupted build in `staging` (the rest removed); a fresh folder otherwise."""
+        entries: list[ShardEntry] = []
+        with suppress(OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+            entries = [ShardEntry(**entry) for entry in json.loads((staging / PROGRESS).read_text())]
+        entries = entries[: verify_entries(staging, entries)] if entries else []
+        staging.mkdir(parents=True, exist_ok=True)
+        kept = {entry.file for entry in entries} | {PROGRESS}
+        for path in staging.iterdir():
+            if path.name not in kept:
+                path.unlink()
+        return entries
 
-    def _discard_folder(self, folder: Path) -> None:
+    def discard_folder(self, folder: Path) -> None:
         """Rename out of the way (atomic), then delete at leisure."""
         trash = self.root / f".trash-{uuid.uuid4().hex}"
         try:
@@ -152,9 +178,17 @@ class ActivationCache:
     def complete_caches(self) -> list[Path]:
         return [p for p in self.root.iterdir() if not p.name.startswith(".") and (p / "manifest.json").exists()] if self.root.is_dir() else []
 
+    def abandoned_builds(self, exclude_key: str | None = None) -> list[Path]:
+        """Staging folders of builds whose builder is gone (no live claim): kept for a later build of their key to go
+        on from, evicted first when room is needed."""
+        if not self.root.is_dir():
+            return []
+        stagings = [path for path in self.root.glob(".staging-*") if path.is_dir() and path.name != f".staging-{exclude_key}"]
+        return [path for path in stagings if read_lease(self.root / ".claims" / path.name.removeprefix(".staging-")) is None]
+
     def usage_bytes(self, exclude_claim: str | None = None) -> int:
-        """Bytes of complete caches plus the reservations of live build claims (other than `exclude_claim`)."""
-        used = sum(_folder_bytes(folder) for folder in self.complete_caches())
+        """Bytes of complete caches and abandoned builds, plus the reservations of live build claims (other than `exclude_claim`)."""
+        used = sum(_folder_bytes(folder) for folder in self.complete_caches() + self.abandoned_builds(exclude_claim))
         claims = self.root / ".claims"
         if claims.is_dir():
             for path in claims.iterdir():
@@ -177,7 +211,7 @@ class ActivationCache:
             for leftover in self.root.glob(".trash-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
             free = self.budget_bytes - self.usage_bytes(exclude_claim=key)
-            candidates = sorted(
+            candidates = self.abandoned_builds(key) + sorted(
                 (folder for folder in self.complete_caches() if folder.name != key),
                 key=lambda folder: (folder / "used").stat().st_mtime if (folder / "used").exists() else 0.0,
             )
@@ -188,6 +222,6 @@ class ActivationCache:
                     continue
                 size = _folder_bytes(folder)
                 log.info("activation cache: evicting %s (%.2f GB, least recently used)", folder.name, size / 1e9)
-                self._discard_folder(folder)
+                self.discard_folder(folder)
                 free += size
             return free >= n_bytes

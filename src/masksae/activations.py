@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # type-only: importing transformers costs seconds, and cache 
     from masksae.models import LoadedModel
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3  # 3: sharded caches
 
 
 @dataclass(frozen=True)
@@ -107,49 +107,53 @@ def iterate_activations(
         yield resid_BSD[keep_BS], masked_BS[keep_BS]
 
 
-def count_rows(sequences_NS: torch.Tensor, special_ids: torch.Tensor, mask: MaskSpec, train_on_masked: bool) -> int:
-    """How many activation rows the sequences give (non-special positions, masked ones only if trained on), without the LLM."""
+def rows_per_sequence(sequences_NS: torch.Tensor, special_ids: torch.Tensor, mask: MaskSpec, train_on_masked: bool) -> torch.Tensor:
+    """How many training rows each sequence gives (non-special positions, masked ones only if trained on), without the LLM."""
     special_NS = special_positions(sequences_NS, special_ids)
     if train_on_masked:
-        return int((~special_NS).sum())
+        return (~special_NS).sum(1)
     _, masked_NS = mask_tokens(sequences_NS, special_NS, torch.arange(len(sequences_NS)), mask)
-    return int((~special_NS & ~masked_NS).sum())
+    return (~special_NS & ~masked_NS).sum(1)
 
 
-def compute_activations(
-    model: LoadedModel, sequences_NS: torch.Tensor, spec: ActivationSpec, batch_size: int
-) -> ActivationSet:
-    """Run the LLM over all sequences (masked as `spec` says) and gather the activations."""
-    mask = spec.mask()
+def activation_chunks(model: LoadedModel, sequences_NS: torch.Tensor, spec: ActivationSpec, batch_size: int,
+                      first_sequence: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """Per LLM batch from `first_sequence` on: activations (in `spec.dtype`), masked flags, and how many sequences are done."""
     started = time.perf_counter()
-    acts, flags = [], []
-    n_batches = math.ceil(len(sequences_NS) / batch_size)
-    for index, (acts_TD, masked_T) in enumerate(iterate_activations(model, sequences_NS, spec.layer, mask, batch_size)):
-        acts.append(acts_TD.to(getattr(torch, spec.dtype)))
-        flags.append(masked_T)
+    n_batches = math.ceil((len(sequences_NS) - first_sequence) / batch_size)
+    order_N = torch.arange(first_sequence, len(sequences_NS))
+    batches = iterate_activations(model, sequences_NS, spec.layer, spec.mask(), batch_size, order_N)
+    for index, (acts_TD, masked_T) in enumerate(batches):
         if (index + 1) % max(1, n_batches // 10) == 0:
             log.info("LLM activations (%s, p=%g): %d/%d batches, %.0f s", spec.split, spec.mask_prob, index + 1, n_batches, time.perf_counter() - started)
+        yield acts_TD.to(getattr(torch, spec.dtype)), masked_T, min(first_sequence + (index + 1) * batch_size, len(sequences_NS))
     elapsed = time.perf_counter() - started
-    log.info("LLM activations: %d sequences in %.0f s (%.0f tok/s)", len(sequences_NS), elapsed, sequences_NS.numel() / elapsed)
+    log.info("LLM activations: %d sequences in %.0f s (%.0f tok/s)", len(order_N), elapsed, order_N.numel() * sequences_NS.shape[1] / max(elapsed, 1e-9))
+
+
+def compute_activations(model: LoadedModel, sequences_NS: torch.Tensor, spec: ActivationSpec, batch_size: int) -> ActivationSet:
+    """Run the LLM over all sequences (masked as `spec` says) and gather the activations in memory (sets known to be small)."""
+    acts, flags = [], []
+    for acts_TD, masked_T, _ in activation_chunks(model, sequences_NS, spec, batch_size):
+        acts.append(acts_TD)
+        flags.append(masked_T)
     return ActivationSet(acts_ND=torch.cat(acts), masked_N=torch.cat(flags), spec=spec)
 
 
-class LLMActivationStream:
-    """Training activations recomputed by the LLM every epoch, sequences in an epoch-seeded order (no cache)."""
+class SequenceBlocks:
+    """Streaming (no cache): each block is one sequence, its training rows recomputed by the LLM whenever it is read."""
 
-    def __init__(self, model: LoadedModel, sequences_NS: torch.Tensor, spec: ActivationSpec, batch_size: int,
-                 *, train_on_masked: bool, seed: int) -> None:
+    def __init__(self, model: LoadedModel, sequences_NS: torch.Tensor, spec: ActivationSpec, batch_size: int, *, train_on_masked: bool) -> None:
         self.model = model
         self.sequences_NS = sequences_NS
         self.spec = spec
         self.batch_size = batch_size
         self.train_on_masked = train_on_masked
-        self.seed = seed
-        self.n_rows = count_rows(sequences_NS, model.special_ids(), spec.mask(), train_on_masked)
+        self.rows_per_block_K = rows_per_sequence(sequences_NS, model.special_ids(), spec.mask(), train_on_masked)
 
-    def epoch_chunks(self, epoch: int) -> Iterator[torch.Tensor]:
-        order_N = torch.randperm(len(self.sequences_NS), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-        batches = iterate_activations(self.model, self.sequences_NS, self.spec.layer, self.spec.mask(), self.batch_size, order_N)
-        for acts_TD, masked_T in batches:
-            rows_TD = acts_TD if self.train_on_masked else acts_TD[~masked_T]
-            yield rows_TD.to(getattr(torch, self.spec.dtype))
+    def read(self, blocks_K: torch.Tensor, skip: int, take: int) -> torch.Tensor:
+        """The LLM over these sequences (only them), their rows in sequence order, cut to [skip, skip + take)."""
+        rows = []
+        for acts_TD, masked_T in iterate_activations(self.model, self.sequences_NS, self.spec.layer, self.spec.mask(), self.batch_size, blocks_K):
+            rows.append((acts_TD if self.train_on_masked else acts_TD[~masked_T]).to(getattr(torch, self.spec.dtype)))
+        return (torch.cat(rows) if rows else torch.empty(0, self.model.d_model, dtype=getattr(torch, self.spec.dtype)))[skip : skip + take]

@@ -50,8 +50,12 @@ def validate_settings(cfg: DictConfig) -> None:
     validate_eval_config(cfg.eval)
     validate_cache_budget(cfg)
     for key in ("activations.train_tokens", "activations.val_tokens", "activations.context_length",
-                "activations.llm_batch_size", "training.batch_size", "training.epochs"):
+                "activations.llm_batch_size", "activations.read_block_rows", "training.batch_size", "training.epochs"):
         _positive_int(cfg, key)
+    for key in ("activations.shard_mb", "activations.shuffle_buffer_mb"):
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(key, value, "a positive number of MB")
     if not isinstance(cfg.training.get("compile"), bool):
         raise ConfigError("training.compile", cfg.training.get("compile"), "true or false")
     for key in ("seed", "data_seed"):

@@ -15,13 +15,14 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from masksae import corpora
 from masksae.activation_cache import ActivationCache
-from masksae.activations import ActivationSet, ActivationSpec, LLMActivationStream, compute_activations, token_sequences
+from masksae.activations import ActivationSet, ActivationSpec, SequenceBlocks, activation_chunks, compute_activations, token_sequences
 from masksae.errors import ConfigError
 from masksae.models import LoadedModel, converted_model_dir, load_model
+from masksae.shards import ShardedActivations, ShardWriter
 from masksae.tracking import REPO_ROOT
 
 if TYPE_CHECKING:
-    from masksae.datamodule import ActivationDataModule, StreamingDataModule
+    from masksae.datamodule import ActivationDataModule
 
 
 def cache_root(cfg: DictConfig) -> Path:
@@ -100,46 +101,70 @@ def activation_cache(cfg: DictConfig) -> ActivationCache:
     return ActivationCache(cache_root(cfg), None if budget_gb is None else int(budget_gb * 1e9))
 
 
+def row_bytes(cfg: DictConfig) -> int:
+    """Bytes of one stored activation row (d_model values in activations.dtype)."""
+    return int(cfg.model.d_model) * getattr(torch, str(cfg.activations.dtype)).itemsize
+
+
 def cache_bytes(spec: ActivationSpec, d_model: int) -> int:
     """Upper bound of a cache's size on disk (every position counted, special ones included)."""
     n_tokens = math.ceil(spec.n_tokens / spec.context_length) * spec.context_length
     return n_tokens * (d_model * getattr(torch, spec.dtype).itemsize + 1) + 4096
 
 
-def _builder(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec) -> Callable[[], ActivationSet]:
-    def build() -> ActivationSet:
+def shard_rows(cfg: DictConfig) -> int:
+    """Rows per cache shard: `activations.shard_mb` of activations (what a builder holds in memory)."""
+    return max(1, int(float(cfg.activations.shard_mb) * 1e6 // (row_bytes(cfg) + 1)))
+
+
+def buffer_rows(cfg: DictConfig) -> int:
+    """Rows of the training shuffle buffer: `activations.shuffle_buffer_mb` of activations, at least one batch."""
+    return max(int(cfg.training.batch_size), int(float(cfg.activations.shuffle_buffer_mb) * 1e6 // row_bytes(cfg)))
+
+
+def _writer_builder(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec) -> Callable[[ShardWriter], None]:
+    def build(writer: ShardWriter) -> None:
         llm = model or shared_model(cfg)
         sequences_NS = split_sequences(cfg, llm, spec.split, spec.n_tokens)
-        return compute_activations(llm, sequences_NS, spec, int(cfg.activations.llm_batch_size))
+        chunks = activation_chunks(llm, sequences_NS, spec, int(cfg.activations.llm_batch_size), first_sequence=writer.sequences_done)
+        for acts_TD, masked_T, sequences_done in chunks:
+            writer.append(acts_TD, masked_T, sequences_done)
 
     return build
 
 
-def _from_cache(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec) -> ActivationSet | None:
-    """The shared cache's set (built on first use), or None when it would not fit the cache budget."""
-    return activation_cache(cfg).get_or_build(spec, _builder(cfg, model, spec), cache_bytes(spec, int(cfg.model.d_model)))
+def _from_cache(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec) -> ShardedActivations | None:
+    """The shared cache's set (built on first use, shard by shard), or None when it would not fit the cache budget."""
+    d_model = int(cfg.model.d_model)
+    return activation_cache(cfg).get_or_build(spec, _writer_builder(cfg, model, spec), cache_bytes(spec, d_model),
+                                              d_model=d_model, shard_rows=shard_rows(cfg))
 
 
 def get_activations(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec) -> ActivationSet:
-    """Activations from the shared cache, computed on first use; computed in memory alone when they would not fit its budget.
-    The LLM (`model`, or the process's shared one) is loaded only when they must be computed."""
+    """A (small) set in memory: from the shared cache, computed on first use; computed in memory alone when it would not
+    fit the cache budget. The LLM (`model`, or the process's shared one) is loaded only when they must be computed."""
     cached = _from_cache(cfg, model, spec)
-    return cached if cached is not None else _builder(cfg, model, spec)()
+    if cached is not None:
+        acts_ND, masked_N = cached.to_memory()
+        return ActivationSet(acts_ND, masked_N, spec)
+    llm = model or shared_model(cfg)
+    return compute_activations(llm, split_sequences(cfg, llm, spec.split, spec.n_tokens), spec, int(cfg.activations.llm_batch_size))
 
 
-def training_data(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec,
-                  val_acts_ND: torch.Tensor) -> ActivationDataModule | StreamingDataModule:
-    """The training DataModule: over the shared cache, or streaming from the LLM when the cache would not fit its budget
-    (the LLM, `model` or the shared one, is loaded only then or to build the cache)."""
-    from masksae.datamodule import ActivationDataModule, StreamingDataModule  # imports lightning: only where training
+def training_data(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSpec, val_acts_ND: torch.Tensor) -> ActivationDataModule:
+    """The training DataModule: over the shared cache's shards, or streaming from the LLM when the cache would not fit its
+    budget (the LLM, `model` or the shared one, is loaded only then or to build the cache). Memory is bounded by the
+    shuffle buffer either way, not by the set."""
+    from masksae.batching import CachedBlocks
+    from masksae.datamodule import ActivationDataModule  # imports lightning: only where training
 
-    common = dict(batch_size=int(cfg.training.batch_size), epochs=int(cfg.training.epochs), seed=int(cfg.seed),
-                  scale_sample=int(cfg.training.scale_sample))
     train_on_masked = bool(cfg.masking.train_on_masked)
     cached = _from_cache(cfg, model, spec)
     if cached is not None:
-        return ActivationDataModule(cached.acts_ND, cached.masked_N, val_acts_ND, train_on_masked=train_on_masked, **common)
-    model = model or shared_model(cfg)
-    sequences_NS = split_sequences(cfg, model, spec.split, spec.n_tokens)
-    stream = LLMActivationStream(model, sequences_NS, spec, int(cfg.activations.llm_batch_size), train_on_masked=train_on_masked, seed=int(cfg.seed))
-    return StreamingDataModule(stream, val_acts_ND, buffer_rows=16 * int(cfg.training.batch_size), **common)
+        source = CachedBlocks(cached, int(cfg.activations.read_block_rows), None if train_on_masked else ~cached.masked_N())
+    else:
+        model = model or shared_model(cfg)
+        sequences_NS = split_sequences(cfg, model, spec.split, spec.n_tokens)
+        source = SequenceBlocks(model, sequences_NS, spec, int(cfg.activations.llm_batch_size), train_on_masked=train_on_masked)
+    return ActivationDataModule(source, val_acts_ND, batch_size=int(cfg.training.batch_size), epochs=int(cfg.training.epochs),
+                                seed=int(cfg.seed), scale_sample=int(cfg.training.scale_sample), buffer_rows=buffer_rows(cfg))

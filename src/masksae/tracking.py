@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # `pack` only says which job trains the run.
 NON_KEY_SECTIONS = ("paths", "launcher", "tracking", "eval", "hydra", "pack")
 # Settings inside key sections that do not change what a run computes either.
-NON_KEY_SETTINGS = (("activations", "cache_budget_gb"),)
+NON_KEY_SETTINGS = (("activations", "cache_budget_gb"), ("activations", "shard_mb"), ("model", "params_m"), ("model", "vocab_size"))
 SWEEP_ID_ENV = "MASKSAE_SWEEP_ID"
 
 

@@ -8,7 +8,7 @@ import torch
 import pytest
 
 from masksae.activation_cache import ActivationCache
-from masksae.activations import ActivationSpec, compute_activations, special_positions, token_sequences
+from masksae.activations import ActivationSpec, activation_chunks, compute_activations, special_positions, token_sequences
 from masksae.corpora import Document
 
 pytestmark = pytest.mark.slow
@@ -45,25 +45,28 @@ def test_masking_changes_activations_only_from_masked_positions_on(gemma) -> Non
     assert not torch.allclose(clean.acts_ND[first_masked], masked.acts_ND[first_masked])
 
 
-def test_cache_round_trip_and_corruption_is_rebuilt(tmp_path, gemma) -> None:
+def test_cache_round_trip_in_shards_and_corruption_is_rebuilt(tmp_path, gemma) -> None:
     cache = ActivationCache(tmp_path)
-    sequences_NS = token_sequences([Document(TEXTS[1], "doc")], gemma.tokenizer, 64, 2)
-    spec = _spec(0.1, 128)
+    sequences_NS = token_sequences([Document(text, f"doc{i}") for i, text in enumerate(TEXTS)], gemma.tokenizer, 64, 4)
+    spec = _spec(0.1, 256)
     builds = []
 
-    def build():
-        builds.append(1)
-        return compute_activations(gemma, sequences_NS, spec, batch_size=2)
+    def build(writer):
+        builds.append(writer.sequences_done)
+        for acts_TD, masked_T, done in activation_chunks(gemma, sequences_NS, spec, 1, first_sequence=writer.sequences_done):
+            writer.append(acts_TD, masked_T, done)
 
-    first = cache.get_or_build(spec, build, 10**7)
-    second = cache.get_or_build(spec, build, 10**7)
-    assert len(builds) == 1 and torch.equal(first.acts_ND, second.acts_ND)
+    first = cache.get_or_build(spec, build, 10**7, d_model=gemma.d_model, shard_rows=100)
+    second = cache.get_or_build(spec, build, 10**7, d_model=gemma.d_model, shard_rows=100)
+    in_memory = compute_activations(gemma, sequences_NS, spec, batch_size=4)
+    assert builds == [0] and len(first.entries) >= 2 and torch.equal(first.to_memory()[0], second.to_memory()[0])
+    assert torch.allclose(first.to_memory()[0], in_memory.acts_ND, atol=1e-4) and torch.equal(first.masked_N(), in_memory.masked_N)
     assert [p.name for p in cache.root.iterdir() if not p.name.startswith(".")] == [spec.key()]
-    data_file = cache.folder(spec) / "acts.safetensors"
-    data_file.write_bytes(data_file.read_bytes()[:1000])  # truncated: a crash mid-copy, a full disk
+    shard = cache.folder(spec) / first.entries[-1].file
+    shard.write_bytes(shard.read_bytes()[:1000])  # truncated: a crash mid-copy, a full disk
     assert cache.load(spec) is None
-    third = cache.get_or_build(spec, build, 10**7)
-    assert len(builds) == 2 and torch.equal(third.acts_ND, first.acts_ND)
+    third = cache.get_or_build(spec, build, 10**7, d_model=gemma.d_model, shard_rows=100)
+    assert builds == [0, 0] and torch.equal(third.to_memory()[0], first.to_memory()[0])
 
 
 def test_activation_key_changes_with_what_determines_activations() -> None:
@@ -82,23 +85,26 @@ def test_clean_activations_are_keyed_without_the_mask_token(make_cfg) -> None:
 
 
 def test_a_set_over_the_cache_budget_streams_the_same_activations(make_cfg, gemma) -> None:
-    from masksae.datamodule import ActivationDataModule, StreamingDataModule
+    from masksae.activations import SequenceBlocks
+    from masksae.batching import CachedBlocks
     from masksae.resources import activation_spec, training_data
 
     overrides = ("activations.train_tokens=1024", "activations.context_length=64", "training.batch_size=128",
-                 "training.scale_sample=256", "masking.train_on_masked=false")
+                 "training.scale_sample=256", "masking.train_on_masked=false", "activations.shuffle_buffer_mb=1")
     cached_cfg, streamed_cfg = make_cfg(*overrides), make_cfg(*overrides, "activations.cache_budget_gb=0")
     spec = activation_spec(cached_cfg, "train", 1024, 0.2, 4)
     val_ND = torch.zeros(8, gemma.d_model)
     streamed = training_data(streamed_cfg, gemma, spec, val_ND)  # first: once cached, a set is read whatever the budget
     cached = training_data(cached_cfg, gemma, spec, val_ND)
-    assert isinstance(cached, ActivationDataModule) and isinstance(streamed, StreamingDataModule)
+    assert isinstance(cached.batches.source, CachedBlocks) and isinstance(streamed.batches.source, SequenceBlocks)
     assert streamed.n_rows == cached.n_rows and streamed.total_steps == cached.total_steps
+    source = cached.batches.source
+    cached_rows_ND = source.read(torch.arange(len(source.rows_per_block_K)), 0, cached.n_rows).float()  # every kept row of the set
     epoch_BD = torch.cat([batch for _, batch in zip(range(cached.n_rows // 128), streamed.train_dataloader())]) / streamed.scale
-    distances = torch.cdist(epoch_BD, cached.train_acts_ND, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values  # every streamed row is a cached (unmasked) row
-    assert distances.max() < 1e-3 * cached.train_acts_ND.norm(dim=1).mean()
+    distances = torch.cdist(epoch_BD, cached_rows_ND, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    assert distances.max() < 1e-3 * cached_rows_ND.norm(dim=1).mean()  # every streamed row of the epoch is a cached one
+    assert len(cached_rows_ND) == cached.n_rows and not cached_rows_ND.eq(0).all(1).any()
     assert streamed.scale == pytest.approx(cached.scale, rel=0.05)
-
 
 
 def test_zero_ablation_ce_is_computed_once_per_model_layer_and_sequences(make_cfg, gemma, monkeypatch) -> None:
@@ -123,7 +129,6 @@ def test_zero_ablation_ce_is_computed_once_per_model_layer_and_sequences(make_cf
 
 def test_a_sweep_pins_the_caches_of_its_submitted_points_until_it_ends(make_cfg, gemma, tmp_path, monkeypatch) -> None:
     from masksae import resources
-    from masksae.activations import ActivationSet
     from masksae.launch.pins import pin_caches, unpin_caches
     from masksae.launch.plan import NEW, SKIP, Plan, Point
 
@@ -135,7 +140,8 @@ def test_a_sweep_pins_the_caches_of_its_submitted_points_until_it_ends(make_cfg,
     assert sorted(pin.spec.split for pin in pins) == ["train", "validation"]  # the skipped point pins nothing
     train = next(pin.spec for pin in pins if pin.spec.split == "train")
     assert (train.mask_prob, train.mask_token_id, train.n_tokens) == (0.2, 4, int(cfg.activations.train_tokens))
-    isolated.store(ActivationSet(torch.zeros(1000, 8), torch.zeros(1000, dtype=torch.bool), train))
+    isolated.get_or_build(train, lambda writer: writer.append(torch.zeros(1000, 8), torch.zeros(1000, dtype=torch.bool), 1), 8000,
+                          d_model=8, shard_rows=1000)
     assert not isolated.make_room(999_000, "another-set")  # the queued job's set is pinned: not evicted
     assert isolated.folder(train).exists()
     unpin_caches(pins)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from masksae.launch import plan as plans
 from masksae.launch import slurm
 from masksae.launch.heartbeat import STALE_AFTER_S, dead_reason
+from masksae.launch.memory import memory_problem
 from masksae.launch.pins import pin_caches, unpin_caches
 from masksae.launch.plan import Plan, Point
 from masksae.errors import ConfigError, OfflineError
@@ -216,6 +217,7 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
             print(f"[masksae] run {point.run_key} already FINISHED as MLflow run {point.run_id}: skipped", file=sys.stderr)
     job_overrides = assign_jobs(plan, configs, pack_size, write=not dry_run)
     store_problem = tracking_store_problem(plan.launcher, configs[0]) if job_overrides else None
+    memory = next(filter(None, map(memory_problem, configs)), None) if job_overrides and plan.launcher != "basic" else None
     slurm_problems, offered = slurm_check(configs[0]) if plan.launcher == "slurm" and job_overrides else ([], "")
     if dry_run:
         from masksae.launch.estimate import report
@@ -223,12 +225,12 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
         print(report(plan, configs, config.hydra.launcher))
         if offered:
             print(f"[dry run] SLURM (sinfo): {offered}: " + ("; ".join(f"ERROR {p}" for p in slurm_problems) or "the request fits"))
-        for warning in (offline, store_problem):
+        for warning in (offline, store_problem):  # the memory check is in the report
             if warning:
                 print(f"[dry run] WARNING: {warning}")
         return []
-    if store_problem or slurm_problems:
-        print(f"error: {store_problem or '; '.join(slurm_problems)}", file=sys.stderr)
+    if store_problem or memory or slurm_problems:
+        print(f"error: {store_problem or memory or '; '.join(slurm_problems)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     path = plan_path(configs[0], plan.sweep_id)
     Path(plan.sweep_dir).mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from masksae.launch.memory import job_memory, memory_problem
 from masksae.launch.plan import SUBMITTED, Plan
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -82,6 +83,11 @@ def report(plan: Plan, configs: list[DictConfig], launcher: DictConfig) -> str:
     if need > free:
         lines.append("[dry run] WARNING: the caches do not fit: run jobs that share an activation key together (packing) or "
                      "stream activations instead of caching them, or point MASKSAE_CACHE at a larger shared file system")
+    largest = max((cfg for _, cfg in chosen), key=lambda cfg: job_memory(cfg).total)
+    lines.append(f"[dry run] memory per job: {job_memory(largest).describe()} against launcher.mem_gb={largest.launcher.mem_gb}")
+    problem = memory_problem(largest)
+    if problem:
+        lines.append(f"[dry run] WARNING: {problem}")
     for point, _ in chosen[:3]:
         lines.append(f"[dry run]   #{point.index} {point.action:6s} {point.name}  {' '.join(point.overrides)}")
     if len(chosen) > 3:

@@ -1,0 +1,92 @@
+"""Data-path figures of issue 12: the sharded, memory-mapped read against the in-memory read it replaced (batches/s,
+warm page cache), and a training job's peak RSS at two training-set sizes (flat if memory is bounded by the buffers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from masksae.batching import CachedBlocks, ShuffledBatches
+from masksae.config import compose_config
+from masksae.resources import buffer_rows, shard_rows
+from tests.activation_sets import sharded_set
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def in_memory_batches(acts_ND: torch.Tensor, batch_size: int, seed: int, scale: float):
+    """The read this replaced: the whole set in memory, a full permutation an epoch, a gather per batch."""
+    order_N = torch.randperm(acts_ND.shape[0], generator=torch.Generator().manual_seed(seed))
+    for rows_B in order_N[: acts_ND.shape[0] // batch_size * batch_size].split(batch_size):
+        yield acts_ND[rows_B].float() * scale
+
+
+def _batches_per_s(batches, n_batches: int) -> float:
+    started = time.perf_counter()
+    count = sum(1 for _, _ in zip(range(n_batches), batches))
+    return count / (time.perf_counter() - started)
+
+
+def read_throughput(n_rows: int, repeats: int = 3) -> dict:
+    """Batches/s of one epoch of default-sized batches (d_model 640, fp32, batch 4096, 256 MB buffers, 256 MB shards)
+    from a synthetic set of `n_rows` (reading does not depend on the values), best of `repeats`."""
+    cfg = compose_config("train")
+    batch = int(cfg.training.batch_size)
+    acts_ND = torch.randn(n_rows, int(cfg.model.d_model), generator=torch.Generator().manual_seed(0))
+    n_batches = n_rows // batch
+    figures = {"rows": n_rows, "batch": batch, "buffer_rows": buffer_rows(cfg), "shard_rows": shard_rows(cfg)}
+    with tempfile.TemporaryDirectory(prefix="masksae-bench-data-") as folder:
+        shards = sharded_set(Path(folder), acts_ND, shard_rows=shard_rows(cfg), chunk=int(cfg.activations.context_length) - 1)
+        figures["in_memory_batches_per_s"] = max(_batches_per_s(in_memory_batches(acts_ND, batch, 0, 1.0), n_batches) for _ in range(repeats))
+        for block_rows in (1, 8):
+            source = CachedBlocks(shards, block_rows)
+            figures[f"sharded_block{block_rows}_batches_per_s"] = max(
+                _batches_per_s(ShuffledBatches(source, batch, buffer_rows(cfg), n_batches, lambda: 0, 0, 1.0), n_batches) for _ in range(repeats))
+    figures["ratio"] = figures["sharded_block1_batches_per_s"] / figures["in_memory_batches_per_s"]
+    return figures
+
+
+def run_measured(command: list[str], log: Path) -> tuple[int, float, float]:
+    """Run `command` (output to `log`); its exit code, wall seconds and peak RSS in GB (its own, from wait4)."""
+    started = time.time()
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, time.time() - started, usage.ru_maxrss * 1024 / 1e9
+
+
+def training_job_rss(train_tokens: int) -> dict:
+    """Peak RSS and wall time of `python -m train activations.train_tokens=N eval.evals=[]` (training only: the evals'
+    memory does not depend on the training set), in a fresh process, with the training set's cache built if absent."""
+    with tempfile.TemporaryDirectory(prefix="masksae-bench-rss-") as folder:
+        command = [sys.executable, "-m", "train", f"activations.train_tokens={train_tokens}", "eval.evals=[]",
+                   f"paths.output_dir={folder}", f"tracking.uri=sqlite:///{folder}/mlflow.db", f"hydra.run.dir={folder}/hydra"]
+        returncode, wall_s, peak_gb = run_measured(command, Path(folder) / "log")
+        log = (Path(folder) / "log").read_text()
+    if returncode != 0:
+        raise RuntimeError(f"training job ({train_tokens} tokens) failed:\n{log[-3000:]}")
+    return {"train_tokens": train_tokens, "peak_rss_gb": round(peak_gb, 3), "wall_s": round(wall_s, 1),
+            "built_cache": "LLM activations (train" in log}
+
+
+def measure(sizes: tuple[int, ...] = (200_000, 1_000_000)) -> dict:
+    figures: dict = {"read": read_throughput(400_000)}
+    print(f"[bench] sharded read: {json.dumps(figures['read'])}", flush=True)
+    figures["rss"] = []
+    for tokens in sizes:
+        figures["rss"].append(training_job_rss(tokens))
+        print(f"[bench] training job: {json.dumps(figures['rss'][-1])}", flush=True)
+    figures["rss_ratio"] = figures["rss"][-1]["peak_rss_gb"] / figures["rss"][0]["peak_rss_gb"]
+    return figures
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(), indent=2))

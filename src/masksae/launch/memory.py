@@ -1,0 +1,70 @@
+"""A job's peak host memory, estimated from its config before anything runs, against `launcher.mem_gb`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak host memory of one job, by part (bytes), and what would lower each part."""
+
+    parts: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+    def describe(self) -> str:
+        return f"~{self.total / GB:.1f} GB (" + ", ".join(f"{name} {size / GB:.2f}" for name, size in self.parts.items()) + ")"
+
+
+# What lowers each part when a job does not fit launcher.mem_gb.
+REMEDIES = {
+    "shuffle buffers": "activations.shuffle_buffer_mb",
+    "cache shard being written": "activations.shard_mb",
+    "validation set": "activations.val_tokens",
+    "row index": "activations.read_block_rows (larger blocks)",
+    "token sequences (streaming)": "activations.cache_budget_gb (cache instead of streaming)",
+    "core eval logits": "eval.core.batch_size",
+}
+
+
+def job_memory(cfg: DictConfig) -> MemoryEstimate:
+    """The parts that grow with the settings (the rest is `launcher.runtime_gb`: interpreter and libraries). The training
+    set itself is never held: caches are read memory-mapped, a buffer at a time, and built a shard at a time."""
+    acts = cfg.activations
+    d_model = int(cfg.model.d_model)
+    stored = DTYPE_BYTES.get(str(acts.dtype), 4)
+    train_rows = int(acts.train_tokens)
+    buffer_bytes = max(float(acts.shuffle_buffer_mb) * 1e6, int(cfg.training.batch_size) * d_model * stored)
+    streams = acts.get("cache_budget_gb") == 0
+    parts = {
+        "runtime": float(cfg.launcher.runtime_gb) * GB,
+        "LLM weights": float(cfg.model.params_m) * 1e6 * DTYPE_BYTES.get(str(cfg.model.dtype), 4),
+        "validation set": int(acts.val_tokens) * d_model * (stored + 4),  # stored copy + one float32 chunk per pass
+        "shuffle buffers": 2 * buffer_bytes + 2 * int(cfg.training.batch_size) * d_model * 4,  # read + prefetched, batch
+        "cache shard being written": 0.0 if streams else 2 * float(acts.shard_mb) * 1e6,  # pending rows + serialisation
+        "row index": train_rows * (1 + 16 / int(acts.read_block_rows)),  # masked flags, per-block counts, epoch order
+        "token sequences (streaming)": train_rows * 16 if streams else 0.0,
+        "core eval logits": 0.0 if "core" not in cfg.eval.evals else
+        4 * int(cfg.eval.core.batch_size) * int(acts.context_length) * int(cfg.model.vocab_size) * 4,
+    }
+    return MemoryEstimate({name: size for name, size in parts.items() if size})
+
+
+def memory_problem(cfg: DictConfig) -> str | None:
+    """A one-line error when the estimate exceeds launcher.mem_gb (naming what to change), else None."""
+    estimate = job_memory(cfg)
+    limit = float(cfg.launcher.mem_gb) * GB
+    if estimate.total <= limit:
+        return None
+    largest = sorted((size, name) for name, size in estimate.parts.items() if name in REMEDIES)[::-1][:2]
+    lower = " or ".join(REMEDIES[name] for _, name in largest)
+    return (f"a job needs {estimate.describe()} but launcher.mem_gb={cfg.launcher.mem_gb} (MASKSAE_SLURM_MEM_GB): "
+            f"raise launcher.mem_gb or lower {lower}")
