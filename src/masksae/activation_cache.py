@@ -142,7 +142,7 @@ class ActivationCache:
             log.info("activation cache %s: going on from %d shards (%d sequences) an interrupted build left",
                      key, len(writer.entries), writer.sequences_done)
         build(writer)
-        writer.flush(writer.sequences_pending)
+        writer.flush()
         manifest = {"spec": asdict(spec), "d_model": d_model, "n_rows": sum(entry.rows for entry in writer.entries),
                     "shards": [asdict(entry) for entry in writer.entries], "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (staging / "used").touch()

@@ -75,10 +75,10 @@ class ShardWriter:
         self._masked.append(masked_T)
         self._rows += acts_TD.shape[0]
         self.sequences_pending = sequences_done
-        return self.flush(sequences_done) if self._rows >= self.shard_rows else None
+        return self.flush() if self._rows >= self.shard_rows else None
 
-    def flush(self, sequences_done: int) -> ShardEntry | None:
-        """Write what is pending as a shard (nothing when nothing is)."""
+    def flush(self) -> ShardEntry | None:
+        """Write what is pending as a shard (nothing when nothing is); at most twice a shard's bytes are held meanwhile."""
         if not self._rows:
             return None
         path = self.folder / f"shard-{len(self.entries):05d}.safetensors"
@@ -87,7 +87,7 @@ class ShardWriter:
         save_file({"acts_ND": acts_ND, "masked_N": masked_N}, str(path))
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-        entry = ShardEntry(path.name, acts_ND.shape[0], path.stat().st_size, file_checksum(path), sequences_done)
+        entry = ShardEntry(path.name, acts_ND.shape[0], path.stat().st_size, file_checksum(path), self.sequences_pending)
         self.entries.append(entry)
         if self.progress is not None:
             write_bytes_atomically(self.progress, json.dumps([asdict(e) for e in self.entries]).encode())

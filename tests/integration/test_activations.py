@@ -107,6 +107,33 @@ def test_a_set_over_the_cache_budget_streams_the_same_activations(make_cfg, gemm
     assert streamed.scale == pytest.approx(cached.scale, rel=0.05)
 
 
+def test_a_resumed_stream_runs_the_llm_only_from_the_buffer_it_stopped_in(make_cfg, gemma, monkeypatch) -> None:
+    from masksae.resources import activation_spec, training_data
+
+    cfg = make_cfg("activations.train_tokens=2048", "activations.context_length=64", "training.batch_size=128",
+                   "training.scale_sample=128", "training.epochs=2", "activations.cache_budget_gb=0", "activations.shuffle_buffer_mb=1.4")
+    data = training_data(cfg, gemma, activation_spec(cfg, "train", 2048, 0.1, 4), torch.zeros(8, gemma.d_model))
+    batches = data.batches
+    assert batches.buffer_batches == 4 and batches.batches_per_epoch >= 12  # ~1900 rows of 640 floats: 4-batch buffers
+    computed = []
+    residual_at = type(gemma).residual_at
+    monkeypatch.setattr(type(gemma), "residual_at", lambda self, ids_BS, layer: computed.append(len(ids_BS)) or residual_at(self, ids_BS, layer))
+    whole = [batch.clone() for batch in data.train_dataloader()]
+    buffers_per_epoch = -(-batches.batches_per_epoch // 4)
+    assert len(whole) == data.total_steps  # every sequence once an epoch; one spanning two buffers is computed by both
+    assert 2 * 32 <= sum(computed) <= 2 * (32 + buffers_per_epoch - 1)
+    computed.clear()
+    resume_at = batches.batches_per_epoch + 6  # epoch 1, buffer 1, 2 batches into it
+    batches.start_step = lambda: resume_at
+    resumed = list(data.train_dataloader())
+    assert all(torch.equal(a, b) for a, b in zip(resumed, whole[resume_at:], strict=True)) and len(resumed) == len(whole) - resume_at
+    _, ends_K = batches._epoch_layout(1)  # sequences that buffers 1.. of epoch 1 span (a boundary sequence in both)
+    epoch_rows = batches.batches_per_epoch * 128
+    spans = [(int(torch.searchsorted(ends_K, start, right=True)), int(torch.searchsorted(ends_K, min(start + 512, epoch_rows) - 1, right=True)))
+             for start in range(512, epoch_rows, 512)]
+    assert sum(computed) == sum(last - first + 1 for first, last in spans) <= 32 - 6  # buffer 0's ~8 sequences: not recomputed
+
+
 def test_zero_ablation_ce_is_computed_once_per_model_layer_and_sequences(make_cfg, gemma, monkeypatch) -> None:
     from masksae.evals import shared, store
     from masksae.evals.core import zero_ablation_ce

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from masksae.activations import special_positions
 from masksae.models import LoadedModel
@@ -57,10 +57,6 @@ def reconstruction_metrics(sae: SparseAutoencoder, acts_ND: torch.Tensor, scale:
     return stats.compute()
 
 
-def _next_token_losses(logits_BSV: torch.Tensor, ids_BS: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits_BSV[:, :-1].flatten(0, 1).float(), ids_BS[:, 1:].flatten(), reduction="none").view(ids_BS.shape[0], -1)
-
-
 def _non_special_targets(model: LoadedModel, ids_BS: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, S, 1] positions whose residual is replaced (non-special) and [B, S-1] next-token targets that count."""
     keep_BS1 = (~special_positions(ids_BS, model.special_ids().to(ids_BS.device))).unsqueeze(-1)
@@ -76,16 +72,42 @@ def zero_ablation_ce(model: LoadedModel, layer: int, sequences_NS: torch.Tensor,
         keep_BS1, target_BT = _non_special_targets(model, ids_BS)
         with model.replaced_residual(layer, lambda resid_BSD: torch.where(keep_BS1, torch.zeros_like(resid_BSD), resid_BSD)):
             zero_BSV = model.model(input_ids=ids_BS, use_cache=False).logits
-        total += float(_next_token_losses(zero_BSV, ids_BS)[target_BT].sum())
+        total += _ce_sum(zero_BSV, ids_BS, target_BT)
         count += int(target_BT.sum())
     return total / count
+
+
+LOSS_CHUNK_POSITIONS = 32  # positions whose full-vocabulary log-probabilities exist at once
+
+
+def _log_probs(logits_BSV: torch.Tensor, ids_BS: torch.Tensor, target_BT: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Over the counted positions, a few at a time: float32 next-token log-probabilities [C, vocab] and the next tokens [C, 1]
+    (never a [batch, S, vocab] float copy)."""
+    logits_TV, next_T = logits_BSV[:, :-1][target_BT], ids_BS[:, 1:][target_BT]
+    for start in range(0, len(next_T), LOSS_CHUNK_POSITIONS):
+        yield logits_TV[start : start + LOSS_CHUNK_POSITIONS].float().log_softmax(-1), next_T[start : start + LOSS_CHUNK_POSITIONS].unsqueeze(1)
+
+
+def _ce_sum(logits_BSV: torch.Tensor, ids_BS: torch.Tensor, target_BT: torch.Tensor) -> float:
+    return -sum(float(logp_CV.gather(1, next_C1).sum()) for logp_CV, next_C1 in _log_probs(logits_BSV, ids_BS, target_BT))
+
+
+def _chunked_losses(clean_BSV: torch.Tensor, sae_BSV: torch.Tensor, ids_BS: torch.Tensor, target_BT: torch.Tensor) -> tuple[float, float, float]:
+    """Summed next-token CE (clean, SAE) and KL(clean || SAE) over the counted positions."""
+    clean_ce = sae_ce = kl = 0.0
+    pairs = zip(_log_probs(clean_BSV, ids_BS, target_BT), _log_probs(sae_BSV, ids_BS, target_BT), strict=True)
+    for (clean_logp_CV, next_C1), (sae_logp_CV, _) in pairs:
+        clean_ce -= float(clean_logp_CV.gather(1, next_C1).sum())
+        sae_ce -= float(sae_logp_CV.gather(1, next_C1).sum())
+        kl += float((clean_logp_CV.exp() * (clean_logp_CV - sae_logp_CV)).sum())
+    return clean_ce, sae_ce, kl
 
 
 @torch.no_grad()
 def ce_metrics(model: LoadedModel, sae: SparseAutoencoder, layer: int, sequences_NS: torch.Tensor, batch_size: int,
                ce_loss_zero: float) -> dict[str, float]:
     """CE loss clean / SAE-spliced at non-special positions, CE loss recovered against the zero-ablation CE, and
-    KL(clean || SAE)."""
+    KL(clean || SAE). Memory: two [batch_size, S, vocab] logits and a few positions' log-probabilities."""
     totals = {"clean": 0.0, "sae": 0.0, "kl": 0.0}
     count = 0
     for ids_BS in sequences_NS.split(batch_size):
@@ -97,14 +119,13 @@ def ce_metrics(model: LoadedModel, sae: SparseAutoencoder, layer: int, sequences
             return torch.where(keep_BS1, xhat_BSD, resid_BSD)
 
         clean_BSV = model.model(input_ids=ids_BS, use_cache=False).logits
-        totals["clean"] += float(_next_token_losses(clean_BSV, ids_BS)[target_BT].sum())
         with model.replaced_residual(layer, with_sae):
             sae_BSV = model.model(input_ids=ids_BS, use_cache=False).logits
-        totals["sae"] += float(_next_token_losses(sae_BSV, ids_BS)[target_BT].sum())
-        clean_logp_TV = clean_BSV[:, :-1][target_BT].float().log_softmax(-1)
-        sae_logp_TV = sae_BSV[:, :-1][target_BT].float().log_softmax(-1)
-        totals["kl"] += float((clean_logp_TV.exp() * (clean_logp_TV - sae_logp_TV)).sum())
-        del clean_BSV, sae_BSV, clean_logp_TV, sae_logp_TV
+        clean_ce, sae_ce, kl = _chunked_losses(clean_BSV, sae_BSV, ids_BS, target_BT)
+        totals["clean"] += clean_ce
+        totals["sae"] += sae_ce
+        totals["kl"] += kl
+        del clean_BSV, sae_BSV
         count += int(target_BT.sum())
     clean, spliced, zero = totals["clean"] / count, totals["sae"] / count, ce_loss_zero
     return {
