@@ -49,7 +49,7 @@ def smoke_grid(workdir: Path) -> dict:
     metrics = {}
     for run in runs:
         wanted = {name: round(value, 4) for name, value in run.data.metrics.items()
-                  if name in ("core/explained_variance", "core/l0", "core/ce_loss_score", "absorption/mean_full_absorption")}
+                  if name in ("core/explained_variance", "core/l0", "core/ce_loss_recovered", "absorption/mean_full_absorption_score")}
         if not wanted:
             fail(f"run {run.info.run_name} logged no eval metrics")
         metrics[run.info.run_name] = wanted
