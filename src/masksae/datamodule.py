@@ -13,11 +13,12 @@ from masksae.batching import BlockSource, ShuffledBatches
 
 
 def estimate_scale(acts_ND: torch.Tensor, n_sample: int, seed: int) -> float:
-    """Scalar s with E||s x||^2 = d_in over a seeded sample of rows (dictionary_learning/SAELens convention)."""
+    """Scalar s with E||s x||^2 = d_in over a seeded sample of rows (dictionary_learning/SAELens convention), summed
+    in float64 a chunk at a time (no float64 copy of the sample)."""
     generator = torch.Generator().manual_seed(seed)
     rows = torch.randperm(acts_ND.shape[0], generator=generator)[:n_sample]
-    mean_sq_norm = acts_ND[rows].double().pow(2).sum(dim=1).mean().item()
-    return float((acts_ND.shape[1] / mean_sq_norm) ** 0.5)
+    sum_sq_norm = sum(float(acts_ND[chunk].double().pow(2).sum()) for chunk in rows.split(8192))
+    return float((acts_ND.shape[1] * len(rows) / sum_sq_norm) ** 0.5)
 
 
 class ScaledChunks(IterableDataset):
@@ -57,6 +58,10 @@ class ActivationDataModule(L.LightningDataModule):
             have += parts[-1].shape[0]
             index += 1
         return torch.cat(parts) if parts else torch.empty(0, self.val_acts_ND.shape[1])
+
+    def release_sample(self) -> None:
+        """Drop the init sample once the SAEs are initialised (it is `scale_sample` rows: 256 MB at the defaults)."""
+        self.sample_ND = self.sample_ND[:0]
 
     def _current_step(self) -> int:
         return self.trainer.global_step if self.trainer else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -225,6 +226,7 @@ def _train(runs: list[OpenRun], mask_token_id: int, journals: list[MetricJournal
         with torch.no_grad():
             sae.init_from_data(data.sample_ND.float() * data.scale)
         saes.append(sae)
+    data.release_sample()
     module = SAETrainingModule(saes, [run.cfg.sae for run in runs], cfg.training, total_steps)
     folder = run_dir(cfg, runs[0].key) if len(runs) == 1 else pack_dir(cfg, [run.key for run in runs])
     options = {**OmegaConf.to_container(cfg.trainer, resolve=True), "default_root_dir": str(folder),
@@ -239,7 +241,10 @@ def _train(runs: list[OpenRun], mask_token_id: int, journals: list[MetricJournal
     first = "none: the checkpoint was at the last step" if recorder.first_step is None else str(recorder.first_step)
     for run in runs:
         run.client.set_tag(run.run.run_id, "first_step_after_resume", first)
-    return Fitted(val_acts_ND, data.scale, saes, trainer.global_step)
+    fitted = Fitted(val_acts_ND, data.scale, saes, trainer.global_step)
+    del trainer, module, data
+    gc.collect()  # Lightning's trainer, module and data reference each other: free the buffers and optimizer state before evals
+    return fitted
 
 
 def _evaluate_and_export(opened: OpenRun, fitted: Fitted, sae: Any, mask_token_id: int) -> dict[str, float]:

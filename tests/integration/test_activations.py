@@ -141,7 +141,7 @@ def test_zero_ablation_ce_is_computed_once_per_model_layer_and_sequences(make_cf
 
     cfg = make_cfg("debug=smoke", "eval.seed=7")
     sequences_NS = split_sequences(cfg, gemma, "validation", 2 * int(cfg.activations.context_length))
-    direct = zero_ablation_ce(gemma, int(cfg.layer), sequences_NS, 2)
+    direct = zero_ablation_ce(gemma, int(cfg.layer), sequences_NS, int(cfg.eval.core.batch_size))
     assert shared.ce_loss_zero(cfg, gemma, sequences_NS) == pytest.approx(direct, rel=1e-12) and direct > 0
 
     def recompute(*args: object) -> float:
