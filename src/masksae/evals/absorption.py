@@ -51,7 +51,7 @@ class LetterResult:
 
 
 @torch.no_grad()
-def encode_all(sae: SparseAutoencoder, acts_ND: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def encode_all(sae: SparseAutoencoder, acts_ND: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """SAE latents of every row, [N, F]."""
     return torch.cat([sae.encode(x_BD.float()) for x_BD in acts_ND.split(batch_size)])
 

@@ -47,7 +47,7 @@ class ReconstructionStats:
 
 
 @torch.no_grad()
-def reconstruction_metrics(sae: SparseAutoencoder, acts_ND: torch.Tensor, scale: float, batch_size: int = 4096) -> dict[str, float]:
+def reconstruction_metrics(sae: SparseAutoencoder, acts_ND: torch.Tensor, scale: float, batch_size: int = 1024) -> dict[str, float]:
     """Reconstruction metrics of a raw-space SAE on raw activations, MSE reported in normalised units (E||x||^2 = d_in)."""
     stats = ReconstructionStats(sae.d_in, sae.d_sae)
     for x_BD in acts_ND.split(batch_size):

@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 STORE_FORMAT_VERSION = 1
 Artifact = tuple[dict[str, torch.Tensor], dict[str, Any]]
 # The artifacts read last in this process, by path, with the file's (mtime, size) when read: a multirun evaluates
-# one SAE after another with the same set-up, and re-reading (and re-checksumming) ~300 MB per run is wasted.
+# one SAE after another with the same set-up, and re-reading (and re-checksumming) them per run is wasted. Bounded
+# in bytes: a job's memory must not grow with the number of probing tasks.
 _RECENT: OrderedDict[Path, tuple[tuple[int, int], Artifact]] = OrderedDict()
-RECENT_ARTIFACTS = 8
+RECENT_BYTES = 384_000_000
 
 
 def artifact_key(kind: str, payload: Mapping[str, Any]) -> str:
@@ -75,12 +76,16 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
+def _nbytes(artifact: Artifact) -> int:
+    return sum(tensor.nbytes for tensor in artifact[0].values())
+
+
 def _remember(path: Path, artifact: Artifact) -> Artifact:
     stamp = _stamp(path)
     if stamp is not None:
         _RECENT[path] = (stamp, artifact)
         _RECENT.move_to_end(path)
-        while len(_RECENT) > RECENT_ARTIFACTS:
+        while len(_RECENT) > 1 and sum(_nbytes(kept) for _, kept in _RECENT.values()) > RECENT_BYTES:
             _RECENT.popitem(last=False)
     return artifact
 

@@ -44,7 +44,7 @@ def segment_mean(values_TX: torch.Tensor, example_T: torch.Tensor, n_examples: i
 
 
 @torch.no_grad()
-def pooled_latents(sae: SparseAutoencoder, task: TaskActivations, batch_size: int = 4096) -> torch.Tensor:
+def pooled_latents(sae: SparseAutoencoder, task: TaskActivations, batch_size: int = 1024) -> torch.Tensor:
     """SAE latents encoded per token, then mean-pooled per text, [N, F] (SAEBench's order: encode, then pool)."""
     sums_NF = torch.zeros(task.n_examples, sae.d_sae)
     for acts_BD, example_B in zip(task.acts_TD.split(batch_size), task.example_T.split(batch_size), strict=True):

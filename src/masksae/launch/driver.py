@@ -217,7 +217,6 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
             print(f"[masksae] run {point.run_key} already FINISHED as MLflow run {point.run_id}: skipped", file=sys.stderr)
     job_overrides = assign_jobs(plan, configs, pack_size, write=not dry_run)
     store_problem = tracking_store_problem(plan.launcher, configs[0]) if job_overrides else None
-    memory = next(filter(None, map(memory_problem, configs)), None) if job_overrides and plan.launcher != "basic" else None
     slurm_problems, offered = slurm_check(configs[0]) if plan.launcher == "slurm" and job_overrides else ([], "")
     if dry_run:
         from masksae.launch.estimate import report
@@ -229,9 +228,12 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
             if warning:
                 print(f"[dry run] WARNING: {warning}")
         return []
-    if store_problem or memory or slurm_problems:
-        print(f"error: {store_problem or memory or '; '.join(slurm_problems)}", file=sys.stderr)
+    if store_problem or slurm_problems:
+        print(f"error: {store_problem or '; '.join(slurm_problems)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    memory = next(filter(None, map(memory_problem, configs)), None) if job_overrides and plan.launcher != "basic" else None
+    if memory:
+        print(f"[masksae] WARNING: {memory}", file=sys.stderr)
     path = plan_path(configs[0], plan.sweep_id)
     Path(plan.sweep_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, Path(plan.sweep_dir) / "multirun.yaml")

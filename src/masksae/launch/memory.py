@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
+from masksae.evals.store import RECENT_BYTES
+from masksae.saes import resolve_d_sae
+
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 GB = 1e9
 
@@ -68,7 +71,9 @@ def job_memory(cfg: DictConfig) -> MemoryEstimate:
                      "row index": train_rows * (1 + 16 / int(acts.read_block_rows)),  # masked flags, block counts, epoch order
                      "token sequences": train_rows * 16 if streams else 0.0},
         "evals": {"core eval logits": 0.0 if "core" not in cfg.eval.evals else
-                  4 * int(cfg.eval.core.batch_size) * int(acts.context_length) * int(cfg.model.vocab_size) * 4},
+                  4 * int(cfg.eval.core.batch_size) * int(acts.context_length) * int(cfg.model.vocab_size) * 4,
+                  "eval artifacts kept": RECENT_BYTES if cfg.eval.evals else 0.0,
+                  "SAE encodes": 4 * 1024 * resolve_d_sae(cfg.sae, d_model) * 4 if cfg.eval.evals else 0.0},
     }
     return MemoryEstimate(always, phases)
 
