@@ -35,7 +35,7 @@ def _batches_per_s(batches, n_batches: int) -> float:
 
 
 def read_throughput(n_rows: int, repeats: int = 3) -> dict:
-    """Batches/s of one epoch of default-sized batches (d_model 640, fp32, batch 4096, 256 MB buffers, 256 MB shards)
+    """Batches/s of one epoch of default-sized batches (d_model 640, fp32, batch 4096, 128 MB buffers, 256 MB shards: the defaults)
     from a synthetic set of `n_rows` (reading does not depend on the values), best of `repeats`."""
     cfg = compose_config("train")
     batch = int(cfg.training.batch_size)

@@ -86,17 +86,12 @@ def test_split_of_is_roughly_80_10_10():
 def test_offline_small_build_reuse_and_disjoint_splits(tmp_path):
     cfg = small_offline_cfg()
     validate_data_config(cfg)
-    t0 = time.monotonic()
     corpus_dir = build_offline_corpus(tmp_path, cfg)
-    first_s = time.monotonic() - t0
     manifest = json.loads((corpus_dir / "manifest.json").read_text())
     assert corpus_dir.parent == tmp_path / "corpora"
     assert corpus_dir.name == f"offline_small-{corpus_fingerprint(cfg)}"
 
-    t0 = time.monotonic()
     docs = read_all(cfg, tmp_path)
-    second_s = time.monotonic() - t0
-    assert second_s < first_s
     again = json.loads((corpus_dir / "manifest.json").read_text())
     assert again["built_by"] == manifest["built_by"]  # reused, not rebuilt
     assert docs == read_all(cfg, tmp_path)  # deterministic

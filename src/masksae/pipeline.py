@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from masksae.models import validate_model_config
 from masksae.resources import activation_spec, clean_validation_activations, run_dir, shared_model, tokenizer_for, training_data, validate_cache_budget
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
 from masksae.packing import pack_dir, pack_members
+from masksae.memory import release_memory
 from masksae.metric_journal import MetricJournal
 from masksae.tracking import TrackedRun, lightning_logger, log_eval_result, prior_run, refuse_live_run, run_key, set_tags, tracked_run
 
@@ -243,7 +243,7 @@ def _train(runs: list[OpenRun], mask_token_id: int, journals: list[MetricJournal
         run.client.set_tag(run.run.run_id, "first_step_after_resume", first)
     fitted = Fitted(val_acts_ND, data.scale, saes, trainer.global_step)
     del trainer, module, data
-    gc.collect()  # Lightning's trainer, module and data reference each other: free the buffers and optimizer state before evals
+    release_memory()  # before evals: the buffers and optimizer state (Lightning's trainer, module and data form a cycle)
     return fitted
 
 

@@ -17,6 +17,7 @@ from masksae import corpora
 from masksae.activation_cache import ActivationCache
 from masksae.activations import ActivationSet, ActivationSpec, SequenceBlocks, activation_chunks, compute_activations, token_sequences
 from masksae.errors import ConfigError
+from masksae.memory import release_memory
 from masksae.models import LoadedModel, converted_model_dir, load_model
 from masksae.shards import ShardedActivations, ShardWriter
 from masksae.tracking import REPO_ROOT
@@ -129,6 +130,7 @@ def _writer_builder(cfg: DictConfig, model: LoadedModel | None, spec: Activation
         chunks = activation_chunks(llm, sequences_NS, spec, int(cfg.activations.llm_batch_size), first_sequence=writer.sequences_done)
         for acts_TD, masked_T, sequences_done in chunks:
             writer.append(acts_TD, masked_T, sequences_done)
+        release_memory()  # the LLM pass's temporaries: training must not start on a heap they grew
 
     return build
 
