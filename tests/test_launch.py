@@ -89,7 +89,7 @@ def test_the_dry_run_checks_each_jobs_memory_and_names_what_to_change(session_en
     enough = subprocess.run([*command, "launcher.mem_gb=8"], cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
     assert enough.returncode == 0 and "memory per job: ~" in enough.stdout and "WARNING: a job needs" not in enough.stdout
     training_only = subprocess.run([*command, "eval.evals=[]"], cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
-    assert "at its peak, training" in training_only.stdout  # no eval phase: training's buffers are the peak
+    assert "evals: nothing" in training_only.stdout and "at its peak, evals" not in training_only.stdout  # no eval phase
 
 
 def test_sinfo_time_limits_and_gres_are_read_in_every_slurm_format() -> None:
