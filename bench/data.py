@@ -4,7 +4,6 @@ warm page cache), and a training job's peak RSS at two training-set sizes (flat 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from bench.memcap import wait_with_peak_rss
 from masksae.batching import CachedBlocks, ShuffledBatches
 from masksae.config import compose_config
 from masksae.resources import buffer_rows, shard_rows
@@ -57,10 +57,8 @@ def run_measured(command: list[str], log: Path) -> tuple[int, float, float]:
     """Run `command` (output to `log`); its exit code, wall seconds and peak RSS in GB (its own, from wait4)."""
     started = time.time()
     with open(log, "w") as output:
-        process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, time.time() - started, usage.ru_maxrss * 1024 / 1e9
+        returncode, peak_gb = wait_with_peak_rss(subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT))
+    return returncode, time.time() - started, peak_gb
 
 
 def training_job_rss(train_tokens: int) -> dict:

@@ -64,15 +64,20 @@ class MemoryCgroup:
                 time.sleep(0.1)
 
 
+def wait_with_peak_rss(process: subprocess.Popen) -> tuple[int, float]:
+    """Wait for `process`; its exit code and its own peak RSS in GB (wait4: not its parent's, not its siblings')."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss * 1024 / 1e9
+
+
 def run_capped(command: list[str], limit_bytes: int) -> dict:
     cgroup = MemoryCgroup(limit_bytes)
     started = time.time()
     try:
-        process = subprocess.Popen(command, preexec_fn=cgroup.join)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = returncode = os.waitstatus_to_exitcode(status)
+        returncode, peak_gb = wait_with_peak_rss(subprocess.Popen(command, preexec_fn=cgroup.join))
         return {"command": command, "limit_gb": limit_bytes / 1e9, "returncode": returncode, "wall_s": round(time.time() - started, 1),
-                "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 3),
+                "peak_rss_gb": round(peak_gb, 3),
                 "cgroup_peak_gb": round(cgroup.peak_bytes() / 1e9, 3), "oom_kills": cgroup.oom_kills(), "cgroup": "v2" if cgroup.v2 else "v1"}
     finally:
         cgroup.remove()

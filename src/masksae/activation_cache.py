@@ -32,7 +32,7 @@ import torch
 from masksae.activations import ActivationSpec
 from masksae.files import write_bytes_atomically
 from masksae.locks import Lease, live_leases, read_lease
-from masksae.shards import CorruptShardError, ShardedActivations, ShardEntry, ShardWriter
+from masksae.shards import ShardedActivations, ShardEntry, ShardWriter
 
 log = logging.getLogger(__name__)
 BUDGET_CLAIM = "_budget"
@@ -46,16 +46,8 @@ def _folder_bytes(folder: Path) -> int:
 def verify_entries(folder: Path, entries: list[ShardEntry]) -> int:
     """How many leading shards are intact (size and checksum; checked in parallel threads)."""
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        problems = list(pool.map(lambda entry: _problem(folder, entry), entries))
-    return next((index for index, problem in enumerate(problems) if problem), len(entries))
-
-
-def _problem(folder: Path, entry: ShardEntry) -> str | None:
-    try:
-        entry.verify(folder)
-    except CorruptShardError as error:
-        return str(error)
-    return None
+        intact = list(pool.map(lambda entry: entry.intact(folder), entries))
+    return intact.index(False) if False in intact else len(entries)
 
 
 class ActivationCache:

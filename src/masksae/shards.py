@@ -21,10 +21,6 @@ from masksae.files import write_bytes_atomically
 SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "BOOL": torch.bool}
 
 
-class CorruptShardError(ValueError):
-    """A shard whose bytes do not match its manifest entry."""
-
-
 def file_checksum(path: Path) -> str:
     """blake2b-128 of the file, read in chunks (constant memory; the GIL is released while hashing)."""
     with open(path, "rb") as handle:
@@ -41,12 +37,10 @@ class ShardEntry:
     checksum: str
     sequences_done: int
 
-    def verify(self, folder: Path) -> None:
+    def intact(self, folder: Path) -> bool:
+        """The file exists with the recorded size and checksum."""
         path = folder / self.file
-        if not path.is_file() or path.stat().st_size != self.bytes:
-            raise CorruptShardError(f"{path} is missing or has another size than its manifest says ({self.bytes} bytes)")
-        if file_checksum(path) != self.checksum:
-            raise CorruptShardError(f"{path} does not match its checksum")
+        return path.is_file() and path.stat().st_size == self.bytes and file_checksum(path) == self.checksum
 
 
 class ShardWriter:

@@ -8,11 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from masksae.launch.memory import job_memory, memory_problem
+from masksae.launch.memory import DTYPE_BYTES, job_memory, memory_problem
 from masksae.launch.plan import SUBMITTED, Plan
-
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-
 
 def activation_key(cfg: DictConfig) -> str:
     """What determines a run's training activations (runs sharing it share one cache)."""
