@@ -94,8 +94,8 @@ def test_sets_are_written_in_shards_and_read_back_exactly(tmp_path: Path) -> Non
     assert got.rows_per_shard == [SHARD_ROWS] * (N_ROWS // SHARD_ROWS)  # a shard closes at the first chunk boundary past SHARD_ROWS
     acts_ND, masked_N = got.to_memory()
     assert torch.equal(acts_ND, synthetic(spec())[0]) and torch.equal(masked_N, synthetic(spec())[1])
-    rows = torch.tensor([3, 0, 199])
-    assert torch.equal(got.gather(2, rows), acts_ND[2 * SHARD_ROWS + rows])
+    rows = 2 * SHARD_ROWS + torch.tensor([0, 3, 199, 200, 411])  # within shard 2 and across into shard 3
+    assert torch.equal(got.gather(rows), acts_ND[rows])
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -108,6 +108,44 @@ def test_half_precision_sets_round_trip_through_the_shards_and_the_batches(tmp_p
     assert shards.to_memory()[0].dtype == dtype and torch.equal(shards.to_memory()[0], acts_ND)
     (batch_BD,) = list(ShuffledBatches(CachedBlocks(shards, 1), 1000, 1000, 1, lambda: 0, seed=0, scale=1.0))
     assert batch_BD.dtype == torch.float32 and torch.equal(batch_BD.sort(0).values, acts_ND.float().sort(0).values)
+
+
+def _resident_bytes(path: Path) -> int:
+    """How much of the file is in the page cache (util-linux fincore)."""
+    return int(subprocess.check_output(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)]))
+
+
+def _evict(paths: list[Path]) -> None:
+    for path in paths:
+        descriptor = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(descriptor)
+    assert all(_resident_bytes(path) == 0 for path in paths)
+
+
+def test_a_buffer_reads_no_bytes_until_its_batches_are_taken_and_read_ahead_fetches_only_its_rows(tmp_path: Path) -> None:
+    from masksae.batching import CachedBlocks
+    from tests.activation_sets import sharded_set
+
+    acts_ND = torch.randn(4000, 256, generator=torch.Generator().manual_seed(0))  # 4 shards of 1 MB: page-cache sized
+    shards = sharded_set(tmp_path, acts_ND, shard_rows=1000, chunk=100)
+    paths = [shards.folder / entry.file for entry in shards.entries]
+    second_shard_R = torch.arange(1000, 2000)
+
+    _evict(paths)
+    rows = CachedBlocks(shards, 1).read(second_shard_R, 0, 1000)
+    assert _resident_bytes(paths[1]) == 0  # reading a buffer names its rows; the bytes come batch by batch
+    assert torch.equal(rows.take(torch.arange(500, 1000)), acts_ND[1500:2000])
+    assert _resident_bytes(paths[1]) >= 500 * 256 * 4 and _resident_bytes(paths[2]) == 0
+    del rows  # its mappings go with it (a mapped page cannot be evicted)
+
+    _evict(paths)
+    CachedBlocks(shards, 1, read_ahead=True).read(second_shard_R, 0, 1000)
+    deadline = time.time() + 10
+    while _resident_bytes(paths[1]) < 1000 * 256 * 4 and time.time() < deadline:  # the kernel reads asynchronously
+        time.sleep(0.05)
+    assert _resident_bytes(paths[1]) >= 1000 * 256 * 4
+    assert [_resident_bytes(path) for path in (paths[0], paths[2], paths[3])] == [0, 0, 0]
 
 
 def test_a_killed_builder_is_taken_over_and_its_shards_are_kept(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from masksae.batching import CachedBlocks, ShuffledBatches
+from masksae.batching import CachedBlocks, RowsInMemory, ShuffledBatches
 from masksae.datamodule import ActivationDataModule, estimate_scale
 from tests.activation_sets import sharded_set
 
@@ -26,10 +26,10 @@ class CountingBlocks:
         self.rows_per_block_K = torch.full((n_blocks,), length)
         self.reads: list[int] = []
 
-    def read(self, blocks_K: torch.Tensor, skip: int, take: int) -> torch.Tensor:
+    def read(self, blocks_K: torch.Tensor, skip: int, take: int) -> RowsInMemory:
         self.reads.append(len(blocks_K))
         ids_R = (blocks_K.unsqueeze(1) * self.length + torch.arange(self.length)).flatten()[skip : skip + take]
-        return ids_R.float().unsqueeze(1).repeat(1, 3)
+        return RowsInMemory(ids_R.float().unsqueeze(1).repeat(1, 3))
 
 
 def sharded(tmp_path: Path, acts_ND: torch.Tensor, masked_N: torch.Tensor, shard_rows: int, chunk: int):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from masksae.masking import MaskSpec, mask_tokens
+from masksae.batching import RowsInMemory
 
 if TYPE_CHECKING:  # type-only: importing transformers costs seconds, and cache readers need none of it
     from transformers import PreTrainedTokenizerBase
@@ -151,9 +152,10 @@ class SequenceBlocks:
         self.train_on_masked = train_on_masked
         self.rows_per_block_K = rows_per_sequence(sequences_NS, model.special_ids(), spec.mask(), train_on_masked)
 
-    def read(self, blocks_K: torch.Tensor, skip: int, take: int) -> torch.Tensor:
+    def read(self, blocks_K: torch.Tensor, skip: int, take: int) -> RowsInMemory:
         """The LLM over these sequences (only them), their rows in sequence order, cut to [skip, skip + take)."""
         rows = []
         for acts_TD, masked_T in iterate_activations(self.model, self.sequences_NS, self.spec.layer, self.spec.mask(), self.batch_size, blocks_K):
             rows.append((acts_TD if self.train_on_masked else acts_TD[~masked_T]).to(getattr(torch, self.spec.dtype)))
-        return (torch.cat(rows) if rows else torch.empty(0, self.model.d_model, dtype=getattr(torch, self.spec.dtype)))[skip : skip + take]
+        rows_RD = torch.cat(rows) if rows else torch.empty(0, self.model.d_model, dtype=getattr(torch, self.spec.dtype))
+        return RowsInMemory(rows_RD[skip : skip + take])

@@ -15,14 +15,53 @@ from torch.utils.data import IterableDataset
 from masksae.shards import ShardedActivations
 
 
+class BufferRows(Protocol):
+    """A shuffle buffer's rows: `len()` of them, in an order that depends only on what was read; `take(positions_B)`
+    copies those rows out, in any order (a batch is a set)."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, positions_B: torch.Tensor) -> torch.Tensor: ...
+
+
 class BlockSource(Protocol):
     """Rows in blocks: `rows_per_block_K` rows each (known without reading them). `read(blocks_K, skip, take)`: rows
-    [skip, skip + take) of those blocks' rows taken in block order, returned in an order that depends only on the
-    arguments (a buffer is shuffled afterwards, so a source may return them in the order cheapest to read)."""
+    [skip, skip + take) of those blocks' rows taken in block order (a buffer is shuffled afterwards, so a source may
+    order them as is cheapest to read)."""
 
     rows_per_block_K: torch.Tensor
 
-    def read(self, blocks_K: torch.Tensor, skip: int, take: int) -> torch.Tensor: ...
+    def read(self, blocks_K: torch.Tensor, skip: int, take: int) -> BufferRows: ...
+
+
+class RowsInMemory:
+    """A buffer computed into memory (rows_RD)."""
+
+    def __init__(self, rows_RD: torch.Tensor) -> None:
+        self.rows_RD = rows_RD
+
+    def __len__(self) -> int:
+        return self.rows_RD.shape[0]
+
+    def take(self, positions_B: torch.Tensor) -> torch.Tensor:
+        return self.rows_RD[positions_B]
+
+
+class MappedRows:
+    """A buffer of a sharded set as its row indices (ascending): each batch is gathered straight from the shards (one
+    copy a row, in file order), through mappings held while the buffer is in use. Resident: the pages of the buffer's
+    rows at most, whatever the set's size."""
+
+    def __init__(self, shards: ShardedActivations, rows_R: torch.Tensor) -> None:
+        self.shards = shards
+        self.rows_R = rows_R
+        self._mapped: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows_R)
+
+    def take(self, positions_B: torch.Tensor) -> torch.Tensor:
+        return self.shards.gather(self.rows_R[positions_B].sort().values, self._mapped)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -56,7 +95,7 @@ class ShuffledBatches(IterableDataset):
                 self._layout = (epoch, order_K, self.source.rows_per_block_K[order_K].cumsum(0, dtype=torch.long))
             return self._layout[1], self._layout[2]
 
-    def _unshuffled(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _unshuffled(self, epoch: int, index: int) -> tuple[BufferRows, torch.Tensor]:
         """Buffer `index` of `epoch`: its rows as read (a multiple of batch_size) and the seeded order to draw them in."""
         order_K, ends_K = self._epoch_layout(epoch)
         rows_per_buffer = self.buffer_batches * self.batch_size
@@ -65,14 +104,14 @@ class ShuffledBatches(IterableDataset):
         first = int(torch.searchsorted(ends_K, start, right=True))
         last = int(torch.searchsorted(ends_K, stop - 1, right=True))
         block_start = int(ends_K[first - 1]) if first else 0
-        rows_RD = self.source.read(order_K[first : last + 1].long(), start - block_start, stop - start)
+        rows = self.source.read(order_K[first : last + 1].long(), start - block_start, stop - start)
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch) * 65_537 + index)
-        return rows_RD, torch.randperm(rows_RD.shape[0], generator=generator)
+        return rows, torch.randperm(len(rows), generator=generator)
 
     def buffer(self, epoch: int, index: int) -> torch.Tensor:
-        """Buffer `index` of `epoch` in the order training draws its rows."""
-        rows_RD, order_R = self._unshuffled(epoch, index)
-        return rows_RD[order_R]
+        """Buffer `index` of `epoch`, its batches in the order training draws them."""
+        rows, order_R = self._unshuffled(epoch, index)
+        return torch.cat([rows.take(positions_B) for positions_B in order_R.split(self.batch_size)])
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         step = self.start_step()
@@ -82,16 +121,16 @@ class ShuffledBatches(IterableDataset):
         epoch, position = divmod(step, self.batches_per_epoch)
         index, skip = divmod(position, self.buffer_batches)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="masksae-read") as reader:
-            pending: Future[tuple[torch.Tensor, torch.Tensor]] = reader.submit(self._unshuffled, epoch, index)
+            pending: Future[tuple[BufferRows, torch.Tensor]] = reader.submit(self._unshuffled, epoch, index)
             while step < self.total_steps:
-                rows_RD, order_R = pending.result()
+                rows, order_R = pending.result()
                 index += 1
                 if index == buffers_per_epoch:
                     epoch, index = epoch + 1, 0
-                if step + rows_RD.shape[0] // self.batch_size - skip < self.total_steps:
+                if step + len(rows) // self.batch_size - skip < self.total_steps:
                     pending = reader.submit(self._unshuffled, epoch, index)
-                for rows_B in order_R.split(self.batch_size)[skip:]:
-                    yield rows_RD[rows_B].float() * self.scale
+                for positions_B in order_R.split(self.batch_size)[skip:]:
+                    yield rows.take(positions_B).float() * self.scale
                     step += 1
                     if step >= self.total_steps:
                         return
@@ -113,14 +152,16 @@ def _block_sums(flags_N: torch.Tensor, block_rows: int) -> torch.Tensor:
 
 class CachedBlocks:
     """Blocks of `block_rows` consecutive rows of a sharded set (never across shards; block geometry computed when read,
-    so only a 4-byte row count per block is held); with `keep_N`, only the rows it flags count and come back."""
+    so only a 4-byte row count per block is held); with `keep_N`, only the rows it flags count and come back. With
+    `read_ahead` (sets larger than memory), reading a buffer asks the kernel to fetch its rows from disk meanwhile."""
 
-    def __init__(self, shards: ShardedActivations, block_rows: int, keep_N: torch.Tensor | None = None) -> None:
+    def __init__(self, shards: ShardedActivations, block_rows: int, keep_N: torch.Tensor | None = None, *, read_ahead: bool = False) -> None:
         self.shards = shards
         self.block_rows = block_rows
         self.keep_N = keep_N
+        self.read_ahead = read_ahead
         self.shard_rows_S = torch.tensor(shards.rows_per_shard, dtype=torch.long)
-        self.shard_starts_S = self.shard_rows_S.cumsum(0) - self.shard_rows_S
+        self.shard_starts_S = shards.shard_starts_S
         blocks_S = (self.shard_rows_S + block_rows - 1) // block_rows
         self.block_ends_S = blocks_S.cumsum(0)
         self.rows_per_block_K = torch.cat([
@@ -139,12 +180,9 @@ class CachedBlocks:
             rows_R = expand_ranges(self.shard_starts_S[shard_K] + offset_K, lengths_K)
         return rows_R if self.keep_N is None else rows_R[self.keep_N[rows_R]]
 
-    def read(self, blocks_K: torch.Tensor, skip: int, take: int) -> torch.Tensor:
-        """The rows in file order (sequential reads, no scatter): shard by shard, ascending."""
+    def read(self, blocks_K: torch.Tensor, skip: int, take: int) -> MappedRows:
+        """The rows as indices in file order; their bytes are copied only batch by batch, when training takes them."""
         rows_R = self._rows(blocks_K)[skip : skip + take].sort().values
-        shard_R = torch.searchsorted(self.shard_starts_S, rows_R, right=True) - 1
-        shards_U, counts_U = torch.unique_consecutive(shard_R, return_counts=True)
-        out_RD = torch.empty(len(rows_R), self.shards.d_model, dtype=self.shards.dtype)
-        for shard, local_T, out_TD in zip(shards_U.tolist(), rows_R.split(counts_U.tolist()), out_RD.split(counts_U.tolist()), strict=True):
-            self.shards.gather(shard, local_T - self.shard_starts_S[shard], out_TD)
-        return out_RD
+        if self.read_ahead:
+            self.shards.read_ahead(rows_R)
+        return MappedRows(self.shards, rows_R)

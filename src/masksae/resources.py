@@ -17,7 +17,7 @@ from masksae import corpora
 from masksae.activation_cache import ActivationCache
 from masksae.activations import ActivationSet, ActivationSpec, SequenceBlocks, activation_chunks, compute_activations, token_sequences
 from masksae.errors import ConfigError
-from masksae.memory import release_memory
+from masksae.memory import available_bytes, release_memory
 from masksae.models import LoadedModel, converted_model_dir, load_model
 from masksae.shards import ShardedActivations, ShardWriter
 from masksae.tracking import REPO_ROOT
@@ -163,7 +163,9 @@ def training_data(cfg: DictConfig, model: LoadedModel | None, spec: ActivationSp
     train_on_masked = bool(cfg.masking.train_on_masked)
     cached = _from_cache(cfg, model, spec)
     if cached is not None:
-        source = CachedBlocks(cached, int(cfg.activations.read_block_rows), None if train_on_masked else ~cached.masked_N())
+        larger_than_memory = cached.n_bytes > available_bytes()  # reads would go to disk: fetch ahead
+        source = CachedBlocks(cached, int(cfg.activations.read_block_rows), None if train_on_masked else ~cached.masked_N(),
+                              read_ahead=larger_than_memory)
     else:
         model = model or shared_model(cfg)
         sequences_NS = split_sequences(cfg, model, spec.split, spec.n_tokens)

@@ -3,13 +3,13 @@ read memory-mapped (a set larger than RAM is never loaded whole)."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import mmap
 import os
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -88,35 +88,38 @@ class ShardWriter:
         return entry
 
 
-@contextmanager
-def mapped_shard(path: Path) -> Iterator[dict[str, torch.Tensor]]:
-    """The tensors of a safetensors file (8-byte header size, JSON header, data) as views of a read-only private mapping,
-    unmapped on exit: nothing stays resident and no file descriptor stays open (a set may have thousands of shards)."""
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def map_shard(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (8-byte header size, JSON header, data) as views of one private mapping of it:
+    no file descriptor is held (a set may have thousands of shards), and the file is unmapped once the last view is
+    dropped. Readahead is off: reads are scattered rows, and pages around one seldom follow it."""
     with open(path, "rb") as handle:
-        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-    mapping.madvise(mmap.MADV_RANDOM)  # reads are scattered rows: no readahead of pages nobody asked for
-    tensors: dict[str, torch.Tensor] = {}
-    try:
-        (header_size,) = struct.unpack("<Q", mapping[:8])
-        header = json.loads(mapping[8 : 8 + header_size])
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            dtype = SAFETENSORS_DTYPES[info["dtype"]]
+        (header_size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_size))
+    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=path.stat().st_size)
+    _LIBC.madvise(ctypes.c_void_p(storage.data_ptr()), ctypes.c_size_t(storage.nbytes()), mmap.MADV_RANDOM)
+    bytes_F = torch.empty(0, dtype=torch.uint8).set_(storage)
+    tensors = {}
+    for name, info in header.items():
+        if name != "__metadata__":
             begin, end = info["data_offsets"]
-            count = (end - begin) // dtype.itemsize
-            flat = torch.frombuffer(mapping, dtype=dtype, count=count, offset=8 + header_size + begin) if count else torch.empty(0, dtype=dtype)
-            tensors[name] = flat.view(info["shape"])
-        yield tensors
-    finally:
-        tensors.clear()
-        with suppress(BufferError):  # a view still referenced elsewhere: unmapped when it is collected
-            mapping.close()
+            data = bytes_F[8 + header_size + begin : 8 + header_size + end]
+            tensors[name] = data.view(SAFETENSORS_DTYPES[info["dtype"]]).view(info["shape"])
+    return tensors
+
+
+def tensor_offset(path: Path, name: str) -> int:
+    """Where tensor `name`'s data starts in a safetensors file, in bytes."""
+    with open(path, "rb") as handle:
+        (header_size,) = struct.unpack("<Q", handle.read(8))
+        return 8 + header_size + json.loads(handle.read(header_size))[name]["data_offsets"][0]
 
 
 class ShardedActivations:
-    """A complete sharded set on disk. Rows are gathered shard by shard from short-lived memory mappings (copies come
-    back), so resident memory holds what was asked for, never the set."""
+    """A complete sharded set on disk. Rows are gathered shard by shard from memory mappings held only while they are
+    used (copies come back), so resident memory holds what was asked for, never the set."""
 
     def __init__(self, folder: Path, entries: list[ShardEntry], d_model: int, dtype: torch.dtype) -> None:
         self.folder = folder
@@ -125,20 +128,48 @@ class ShardedActivations:
         self.dtype = dtype
         self.rows_per_shard = [entry.rows for entry in entries]
         self.n_rows = sum(self.rows_per_shard)
+        rows_S = torch.tensor(self.rows_per_shard, dtype=torch.long)
+        self.shard_starts_S = rows_S.cumsum(0) - rows_S
+        self.n_bytes = self.n_rows * d_model * dtype.itemsize
 
-    def gather(self, shard: int, rows_R: torch.Tensor, out_RD: torch.Tensor | None = None) -> torch.Tensor:
-        """Rows `rows_R` (indices within shard `shard`) of its activations, copied (into `out_RD` if given)."""
-        with mapped_shard(self.folder / self.entries[shard].file) as tensors:
-            if out_RD is None:
-                return tensors["acts_ND"].index_select(0, rows_R)
-            return torch.index_select(tensors["acts_ND"], 0, rows_R, out=out_RD)
+    def _by_shard(self, rows_R: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, slice]]:
+        """(shard, its local row indices, their span in rows_R) for ascending set rows rows_R."""
+        shard_R = torch.searchsorted(self.shard_starts_S, rows_R, right=True) - 1
+        shards_U, counts_U = torch.unique_consecutive(shard_R, return_counts=True)
+        start = 0
+        for shard, count in zip(shards_U.tolist(), counts_U.tolist(), strict=True):
+            yield shard, rows_R[start : start + count] - self.shard_starts_S[shard], slice(start, start + count)
+            start += count
+
+    def gather(self, rows_R: torch.Tensor, mapped: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Rows rows_R of the set (ascending indices) copied out of the shards' mappings: one copy a row. `mapped` keeps
+        the mappings for later calls (they are unmapped when it is dropped); without it they are unmapped on return."""
+        mapped = {} if mapped is None else mapped
+        out_RD = torch.empty(len(rows_R), self.d_model, dtype=self.dtype)
+        for shard, local_T, span in self._by_shard(rows_R):
+            if shard not in mapped:
+                mapped[shard] = map_shard(self.folder / self.entries[shard].file)["acts_ND"]
+            torch.index_select(mapped[shard], 0, local_T, out=out_RD[span])
+        return out_RD
+
+    def read_ahead(self, rows_R: torch.Tensor) -> None:
+        """Ask the kernel to start reading these rows (ascending) into the page cache, without waiting: for sets larger
+        than memory, so that a buffer's reads overlap the training on the one before."""
+        row_bytes = self.d_model * self.dtype.itemsize
+        for shard, local_T, _ in self._by_shard(rows_R):
+            path = self.folder / self.entries[shard].file
+            _, lengths_T = torch.unique_consecutive(local_T - torch.arange(len(local_T)), return_counts=True)  # runs of consecutive rows
+            starts_T = local_T[lengths_T.cumsum(0) - lengths_T]
+            offset = tensor_offset(path, "acts_ND")
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                for start, length in zip(starts_T.tolist(), lengths_T.tolist(), strict=True):
+                    os.posix_fadvise(descriptor, offset + start * row_bytes, length * row_bytes, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(descriptor)
 
     def _whole(self, name: str) -> torch.Tensor:
-        parts = []
-        for entry in self.entries:
-            with mapped_shard(self.folder / entry.file) as tensors:
-                parts.append(tensors[name].clone())
-        return torch.cat(parts)
+        return torch.cat([map_shard(self.folder / entry.file)[name].clone() for entry in self.entries])
 
     def masked_N(self) -> torch.Tensor:
         """Which rows were masked, for the whole set (one byte a row, in memory)."""

@@ -99,7 +99,7 @@ def test_a_set_over_the_cache_budget_streams_the_same_activations(make_cfg, gemm
     assert isinstance(cached.batches.source, CachedBlocks) and isinstance(streamed.batches.source, SequenceBlocks)
     assert streamed.n_rows == cached.n_rows and streamed.total_steps == cached.total_steps
     source = cached.batches.source
-    cached_rows_ND = source.read(torch.arange(len(source.rows_per_block_K)), 0, cached.n_rows).float()  # every kept row of the set
+    cached_rows_ND = source.read(torch.arange(len(source.rows_per_block_K)), 0, cached.n_rows).take(torch.arange(cached.n_rows)).float()  # every kept row
     epoch_BD = torch.cat([batch for _, batch in zip(range(cached.n_rows // 128), streamed.train_dataloader())]) / streamed.scale
     distances = torch.cdist(epoch_BD, cached_rows_ND, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
     assert distances.max() < 1e-3 * cached_rows_ND.norm(dim=1).mean()  # every streamed row of the epoch is a cached one

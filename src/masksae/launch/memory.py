@@ -67,7 +67,8 @@ def job_memory(cfg: DictConfig) -> MemoryEstimate:
     }
     phases = {
         "building the cache": {"shard being written": 0.0 if streams else 2 * float(acts.shard_mb) * 1e6},  # rows + serialised
-        "training": {"shuffle buffers": 2 * buffer_bytes + 2 * batch_bytes,  # the buffer trained on, the next one, a batch
+        # the buffer trained on and the next (streamed: in memory; cached: the pages of their rows, mapped), two batches
+        "training": {"shuffle buffers": 2 * buffer_bytes + 2 * batch_bytes,
                      "row index": train_rows * (1 + 16 / int(acts.read_block_rows)),  # masked flags, block counts, epoch order
                      "token sequences": train_rows * 16 if streams else 0.0},
         "evals": {"core eval logits": 0.0 if "core" not in cfg.eval.evals else
