@@ -42,16 +42,17 @@ def validate(cfg: DictConfig) -> str:
 
 
 def _findings(rows: list[Row], confidence: float) -> list[str]:
-    """Plain sentences for each paired row: which metrics moved beyond their interval, and which way."""
+    """Plain sentences for each paired row: which metrics moved (false-discovery-controlled), and which way."""
     lines = []
     for row in (r for r in rows if r.kind == "paired"):
         pairs = max(est.n for est in row.cells.values())
         if pairs < 2:
             lines.append(f"- p={row.mask_prob:g}: {pairs} pair(s) with the baseline: no interval, nothing can be concluded.")
             continue
-        moved = [f"{m.header} {verdict(m, row.cells[m.key])} ({row.cells[m.key].cell()})" for m in METRICS if verdict(m, row.cells[m.key])]
+        moved = [f"{m.header} {verdict(m, row.cells[m.key], confidence)} ({row.cells[m.key].cell()}, q={row.cells[m.key].q:.3f})"
+                 for m in METRICS if verdict(m, row.cells[m.key], confidence)]
         lines.append(f"- p={row.mask_prob:g} vs p=0 ({pairs} pairs): " + ("; ".join(moved) if moved else
-                     f"no metric differs from the baseline at {confidence:.0%}."))
+                     f"no metric differs from the baseline at a false discovery rate of {1 - confidence:.0%}."))
     return lines
 
 
@@ -79,7 +80,10 @@ def render_markdown(sweep_id: str, experiment: str, runs: list[SweepRun], rows: 
         "\n".join([
             f"- A cell is the mean over seeds and its {confidence:.0%} Student-t interval `[low, high]`; `(n=1)` is a single run "
             "(no interval); `n/a`: the metric was not logged (eval not run).",
-            "- `Δ` rows: paired difference to mask_prob = 0 over runs sharing (`seed`, `data_seed`); `*`: the interval excludes 0.",
+            "- `Δ` rows: paired difference to mask_prob = 0 over runs sharing (`seed`, `data_seed`), tested with a paired t-test; "
+            f"`*`: called moved, its Benjamini-Hochberg q-value (false discovery rate over all metrics and mask rates of the "
+            f"setting, one test per metric) below {1 - confidence:.2g}. An interval that excludes 0 is not enough on its own: "
+            "with ~9 metrics per mask rate, some would by chance.",
             "- Higher is better for absorption `1 - full`, sparse probing, OOD AUC, explained variance and CE loss recovered; lower is "
             "better for the raw absorption scores and the OOD gap to the dense probe (dense AUC - SAE AUC out of distribution).",
         ]),
@@ -88,7 +92,7 @@ def render_markdown(sweep_id: str, experiment: str, runs: list[SweepRun], rows: 
         parts += ["## Notes", "\n".join(f"- {note}" for note in notes)]
     for setting in by_setting(runs):
         setting_rows = [row for row in rows if row.setting == setting]
-        parts += [f"## {setting.label}", markdown_table(setting_rows), "\n".join(_findings(setting_rows, confidence))]
+        parts += [f"## {setting.label}", markdown_table(setting_rows, confidence), "\n".join(_findings(setting_rows, confidence))]
         parts += [f"![{setting.label}](plots/{path.name})" for path in plots.get(setting.label, [])]
     parts += ["## Matched sparsity (each metric against L0, one curve per mask_prob)"]
     parts += [f"![{title}](plots/{path.name})" for title, paths in plots.items() if title.startswith("L0:") for path in paths]

@@ -1,10 +1,11 @@
-"""Statistics over seeds: mean with a t-based confidence interval, and paired differences matched on (seed, data_seed)."""
+"""Statistics over seeds: mean with a t-based confidence interval, paired differences matched on (seed, data_seed) with
+their t-test p-value, and Benjamini-Hochberg q-values over a family of such tests."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from scipy import stats as scipy_stats
 
@@ -19,6 +20,8 @@ class Estimate:
     low: float
     high: float
     n: int
+    p: float = math.nan  # paired differences: two-sided one-sample t-test of mean 0
+    q: float = math.nan  # p adjusted for the false discovery rate over its family (Benjamini-Hochberg)
 
     @property
     def has_interval(self) -> bool:
@@ -70,5 +73,21 @@ def paired_differences(treated: Mapping[Hashable, float | None], baseline: Mappi
 
 def paired_ci(treated: Mapping[Hashable, float | None], baseline: Mapping[Hashable, float | None],
               confidence: float = CONFIDENCE) -> Estimate:
-    """Mean paired difference (treated - baseline) over shared keys, with its t interval."""
-    return mean_ci(paired_differences(treated, baseline).values(), confidence)
+    """Mean paired difference (treated - baseline) over shared keys, with its t interval and t-test p-value."""
+    differences = list(paired_differences(treated, baseline).values())
+    estimate = mean_ci(differences, confidence)
+    if estimate.n < 2:
+        return estimate
+    spread = max(differences) - min(differences)
+    p = float(scipy_stats.ttest_1samp(differences, 0.0).pvalue) if spread > 0 else (0.0 if estimate.mean != 0 else 1.0)
+    return replace(estimate, p=p)
+
+
+def benjamini_hochberg(estimates: list[Estimate]) -> list[Estimate]:
+    """The estimates with q set: their p-values adjusted over the whole list as one family (those without a p keep q NaN)."""
+    tested = [index for index, estimate in enumerate(estimates) if math.isfinite(estimate.p)]
+    adjusted = scipy_stats.false_discovery_control([estimates[i].p for i in tested], method="bh") if tested else []
+    out = list(estimates)
+    for index, q in zip(tested, adjusted, strict=True):
+        out[index] = replace(out[index], q=float(q))
+    return out

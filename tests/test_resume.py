@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from masksae.batching import CachedBlocks
 from masksae.checkpoints import LAST, resume_point
+from masksae.auto_settings import with_auto_settings
 from masksae.config import compose_config
 from masksae.datamodule import ActivationDataModule
 from masksae.files import previous_path
@@ -37,7 +38,7 @@ def _sae_cfg(sae_name: str):
         cfg.sae.k = 8
     if "target_l0" in cfg.sae:
         cfg.sae.target_l0 = 8
-    return cfg
+    return with_auto_settings(cfg)  # as training fills them in: lr from d_sae, the dead window from the run's length
 
 
 @dataclass

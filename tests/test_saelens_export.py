@@ -30,6 +30,7 @@ def trained_like(architecture: str):
             tensor.copy_(torch.randn(tensor.shape, generator=generator) * (0.3 if name.startswith("b_") else 1 / D_IN**0.5))
         if hasattr(sae, "threshold"):
             sae.threshold.copy_(torch.rand(D_SAE, generator=generator) * 0.5 if architecture == "jumprelu" else torch.full((D_SAE,), 0.4))
+    sae.after_optimizer_step()  # unit-norm decoder rows where training keeps them so (not the ReLU SAE's)
     sae.fold_activation_scale(SCALE)
     return cfg, sae.eval()
 
@@ -39,6 +40,7 @@ def test_saelens_loads_our_folder_and_matches_encode_decode(architecture: str, t
     cfg, ours = trained_like(architecture)
     folder = save_sae(ours, tmp_path / "sae", cfg.sae, run_metadata(cfg, "abc123", 4, SCALE))
     theirs = sae_lens.SAE.load_from_disk(folder)
+    torch.testing.assert_close(theirs.W_dec.norm(dim=-1), torch.ones(D_SAE))  # activations are contribution norms, as SAEBench assumes
     assert theirs.cfg.metadata.hook_name == "blocks.3.hook_resid_post" and theirs.cfg.metadata.run_key == "abc123"
     assert theirs.cfg.metadata.mask_prob == 0.2 and theirs.cfg.metadata.context_size == 128
     assert theirs.cfg.metadata.model_name == cfg.model.name

@@ -19,6 +19,7 @@ from masksae.export import run_metadata, save_sae
 from masksae.masking import resolve_mask_token_id, validate_mask_prob
 from masksae.models import validate_model_config
 from masksae.resources import activation_spec, clean_validation_activations, run_dir, shared_model, tokenizer_for, training_data, validate_cache_budget
+from masksae.auto_settings import with_auto_settings
 from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
 from masksae.packing import pack_dir, pack_members
 from masksae.memory import release_memory
@@ -118,7 +119,7 @@ def _open_runs(members: list[DictConfig]) -> list[OpenRun]:
 def train_one(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Train and evaluate this job's SAEs (its own, or its pack's); {run name: final metrics} of those that ran
     (runs that already FINISHED are skipped). One SAE's failed evals fail its run only; the job still fails."""
-    members = pack_members(cfg)
+    members = [with_auto_settings(member) for member in pack_members(cfg)]
     mask_token_id = validate_config(members[0])
     for member in members[1:]:
         validate_settings(member)
@@ -257,9 +258,11 @@ def _evaluate_and_export(opened: OpenRun, fitted: Fitted, sae: Any, mask_token_i
     folder = run_dir(cfg, opened.key)
     raw_sae = copy.deepcopy(sae).eval()
     raw_sae.fold_activation_scale(fitted.scale)
+    calibrated = raw_sae.calibrate(fitted.val_acts_ND)  # (Matryoshka) BatchTopK: inference threshold at L0 = k on held-out rows
     model = shared_model(cfg) if cfg.eval.evals else None
     evaluated = run_evals(cfg, model, raw_sae, fitted.scale, fitted.val_acts_ND) if model is not None else EvalResult()
     evaluated.metrics["train/activation_scale"] = fitted.scale
+    evaluated.metrics.update({f"calibration/{name}": value for name, value in calibrated.items()})
     log_eval_result(client, run_id, evaluated, fitted.step)
     export_dir = save_sae(raw_sae, folder / "sae", cfg.sae, run_metadata(cfg, opened.key, mask_token_id, fitted.scale))
     client.log_artifacts(run_id, str(export_dir), artifact_path="sae")

@@ -34,8 +34,11 @@ def digest(payload: object, length: int = 12) -> str:
 
 
 def key_config(cfg: DictConfig, left_out: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The resolved config that decides what a run computes (no paths, launcher, logging, eval or cache budget)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    """The resolved config that decides what a run computes (no paths, launcher, logging, eval or cache budget), with
+    automatic settings filled in (a null learning rate keys as the value it resolves to)."""
+    from masksae.auto_settings import with_auto_settings
+
+    resolved = OmegaConf.to_container(with_auto_settings(cfg), resolve=True)
     for section, setting in NON_KEY_SETTINGS:
         resolved.get(section, {}).pop(setting, None)
     return {key: value for key, value in resolved.items() if key not in (*NON_KEY_SECTIONS, *left_out)}

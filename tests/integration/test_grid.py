@@ -1,4 +1,5 @@
-"""A real Hydra multirun grid from the command line: every grid point one FINISHED, fully evaluated MLflow run, one shared sweep id."""
+"""A real Hydra multirun grid from the command line: every grid point one FINISHED, fully evaluated MLflow run, one shared
+sweep id; every SAE at its stated sparsity on clean validation text, whatever its mask rate."""
 
 from __future__ import annotations
 
@@ -12,17 +13,24 @@ pytestmark = pytest.mark.slow
 
 
 def test_multirun_grid_logs_one_finished_run_per_point(session_env, repo_root, mlflow_uri) -> None:
-    command = [sys.executable, "-m", "train", "-m", "mask_prob=0,0.2", "sae=topk,jumprelu", "debug=smoke", "tracking.experiment=grid-test"]
+    command = [sys.executable, "-m", "train", "-m", "mask_prob=0,0.1,0.3", "sae=topk,jumprelu", "debug=smoke", "tracking.experiment=grid-test"]
     done = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stderr[-4000:]
     client = MlflowClient(tracking_uri=mlflow_uri)
     runs = client.search_runs(client.get_experiment_by_name("grid-test").experiment_id)
-    assert len(runs) == 4
+    assert len(runs) == 6
     assert {run.info.status for run in runs} == {"FINISHED"}
     assert len({run.data.tags["sweep_id"] for run in runs}) == 1
-    assert len({run.data.tags["run_key"] for run in runs}) == 4
+    assert len({run.data.tags["run_key"] for run in runs}) == 6
     points = {(run.data.params["mask_prob"], run.data.params["sae.architecture"]) for run in runs}
-    assert points == {("0", "topk"), ("0", "jumprelu"), ("0.2", "topk"), ("0.2", "jumprelu")}
+    assert points == {(p, a) for p in ("0", "0.1", "0.3") for a in ("topk", "jumprelu")}
+    for run in runs:  # k = target L0 = 64; JumpReLU's thresholds calibrated on clean text (uncalibrated at p=0.3: ~98)
+        metrics, point = run.data.metrics, (run.data.params["sae.architecture"], run.data.params["mask_prob"])
+        assert abs(metrics["core/l0"] / 64 - 1) <= 0.10, (point, metrics["core/l0"])
+        if point[0] == "jumprelu":
+            train_l0 = [m.value for m in client.get_metric_history(run.info.run_id, "train/l0")][-3:]
+            assert abs(sum(train_l0) / len(train_l0) / 64 - 1) <= 0.10, (point, train_l0)  # held in training too
+            assert "calibration/l0_uncalibrated" in metrics
     for run in runs:
         assert "core/explained_variance" in run.data.metrics and "core/ce_loss_recovered" in run.data.metrics
         for name in ("absorption/mean_full_absorption_score", "absorption/n_letters", "sparse_probing/sae_top_1_test_accuracy",
@@ -32,5 +40,5 @@ def test_multirun_grid_logs_one_finished_run_per_point(session_env, repo_root, m
     assert len({run.data.metrics["sparse_probing/llm_test_accuracy"] for run in runs}) == 1
     again = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert again.stderr.count("already FINISHED") == 4
-    assert len(client.search_runs(client.get_experiment_by_name("grid-test").experiment_id)) == 4
+    assert again.stderr.count("already FINISHED") == 6
+    assert len(client.search_runs(client.get_experiment_by_name("grid-test").experiment_id)) == 6

@@ -131,6 +131,32 @@ def test_batch_topk_l0_and_inference_threshold(name: str) -> None:
     assert abs(inference_l0 - K) < 0.2 * K
 
 
+@pytest.mark.parametrize("name", BATCH_THRESHOLD)
+def test_calibrated_inference_threshold_gives_l0_k_on_other_held_out_rows(name: str) -> None:
+    sae = ready_sae(name)
+    train(sae, steps=20)  # a short run: the moving average still weighs its first, unrepresentative batches
+    other_ND = planted_data(4096, seed=21)
+    before = (sae.encode(other_ND) > 0).float().sum(-1).mean().item()
+    calibrated = sae.calibrate(planted_data(4096, seed=20))
+    after = (sae.encode(other_ND) > 0).float().sum(-1).mean().item()
+    print(f"{name}: inference L0 {before:.2f} with the moving average, {after:.2f} calibrated (k = {K})")
+    assert calibrated["threshold"] == sae.threshold[0] and torch.all(sae.threshold == sae.threshold[0])
+    assert abs(after / K - 1) <= 0.05
+
+
+def test_jumprelu_calibration_puts_l0_at_target_on_a_shifted_distribution() -> None:
+    """Trained on one distribution, evaluated on another (as masked-context training and clean-text evals are)."""
+    sae = ready_sae("jumprelu")
+    train(sae, steps=20)
+    shifted_ND = planted_data(4096, seed=21) * 1.3
+    before = (sae.encode(shifted_ND) > 0).float().sum(-1).mean().item()
+    calibrated = sae.calibrate(planted_data(4096, seed=20) * 1.3)
+    after = (sae.encode(shifted_ND) > 0).float().sum(-1).mean().item()
+    print(f"jumprelu: L0 {before:.2f} on the shifted rows, {after:.2f} calibrated (target {K})")
+    assert abs(before / K - 1) > 0.10 and calibrated["l0_uncalibrated"] == pytest.approx(before, rel=0.1)
+    assert abs(after / K - 1) <= 0.05 and (sae.threshold >= 0).all()
+
+
 def test_jumprelu_threshold_gets_gradient_through_ste() -> None:
     sae = ready_sae("jumprelu")
     sae.training_loss(planted_data(256)).loss.backward()
@@ -138,7 +164,7 @@ def test_jumprelu_threshold_gets_gradient_through_ste() -> None:
     # The L0 term alone: its pseudo-derivative pushes thresholds up (negative gradient), never down.
     sae.zero_grad()
     pre_BF = sae.pre_activations(planted_data(256)).detach()
-    JumpReLUWithL0.apply(pre_BF, sae.threshold, sae.bandwidth)[1].sum().backward()
+    JumpReLUWithL0.apply(pre_BF, sae.threshold, sae.bandwidth, True)[1].sum().backward()
     assert (sae.threshold.grad < 0).any() and (sae.threshold.grad <= 0).all()
 
 
@@ -181,9 +207,14 @@ def test_fold_activation_scale(name: str) -> None:
     train(sae, steps=20)  # moves thresholds / estimates the batch threshold
     sae = sae.double()
     x_BD, scale = planted_data(64, seed=5).double() / 3.7, 3.7
+    if name == "relu":  # trained rows are not unit-norm: the fold has to normalise them latent by latent
+        with torch.no_grad():
+            sae.W_dec.mul_(torch.rand(D_SAE, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 0.5)
     f_scaled, xhat_scaled = sae.encode(x_BD * scale), sae(x_BD * scale)
+    norms_F = sae.W_dec.norm(dim=-1).detach()
     sae.fold_activation_scale(scale)
-    torch.testing.assert_close(sae.encode(x_BD), f_scaled, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(D_SAE, dtype=torch.float64))  # what SAEBench assumes
+    torch.testing.assert_close(sae.encode(x_BD), f_scaled * norms_F / scale, rtol=1e-5, atol=1e-8)  # each latent's contribution norm
     torch.testing.assert_close(sae(x_BD), xhat_scaled / scale, rtol=1e-5, atol=1e-8)
 
 
@@ -254,20 +285,22 @@ def test_topk_sparse_decode_matches_the_dense_path_in_value_and_gradient() -> No
         torch.testing.assert_close(sparse_grad, dense_grad, rtol=1e-4, atol=1e-6)
 
 
-def test_jumprelu_fused_function_matches_the_straight_through_formulas() -> None:
-    """f = pre * H(pre - t), L0 = sum H; d/dpre = H * G; d/dt = -(1/bw) sum_b K_bf (t_f G_bf + g_b), K the rectangle."""
+@pytest.mark.parametrize("l0_to_pre", [True, False])
+def test_jumprelu_fused_function_matches_the_straight_through_formulas(l0_to_pre: bool) -> None:
+    """f = pre * H(pre - t), L0 = sum H; d/dpre = H * G (+ K g_b / bw with L0's estimator on pre);
+    d/dt = -(1/bw) sum_b K_bf (t_f G_bf + g_b), K the rectangle."""
     gen = torch.Generator().manual_seed(7)
     bandwidth = 0.3
     pre_BF = torch.randn(64, D_SAE, generator=gen, dtype=torch.float64).requires_grad_()
     threshold_F = (0.5 * torch.rand(D_SAE, generator=gen, dtype=torch.float64)).requires_grad_()
     G_BF, g_B = torch.randn(64, D_SAE, generator=gen, dtype=torch.float64), torch.randn(64, generator=gen, dtype=torch.float64)
-    f_BF, l0_B = JumpReLUWithL0.apply(pre_BF, threshold_F, bandwidth)
+    f_BF, l0_B = JumpReLUWithL0.apply(pre_BF, threshold_F, bandwidth, l0_to_pre)
     ((f_BF * G_BF).sum() + (l0_B * g_B).sum()).backward()
     H_BF = (pre_BF > threshold_F).double()
     K_BF = (((pre_BF - threshold_F) / bandwidth).abs() < 0.5).double()
     torch.testing.assert_close(f_BF, pre_BF * H_BF)
     torch.testing.assert_close(l0_B, H_BF.sum(dim=-1))
-    torch.testing.assert_close(pre_BF.grad, G_BF * H_BF)
+    torch.testing.assert_close(pre_BF.grad, G_BF * H_BF + (K_BF * g_B[:, None] / bandwidth if l0_to_pre else 0.0))
     torch.testing.assert_close(threshold_F.grad, -(K_BF * (threshold_F * G_BF + g_B[:, None])).sum(dim=0) / bandwidth)
     assert K_BF.sum() > 0 and H_BF.sum() > 0
 

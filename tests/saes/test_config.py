@@ -34,7 +34,7 @@ def test_registry_holds_every_architecture() -> None:
 def test_shipped_yaml_loads_and_builds(name: str) -> None:
     cfg = shipped(name)
     assert cfg.architecture == name and cfg.d_sae == 4096 and cfg.expansion_factor is None
-    assert cfg.lr > 0 and len(cfg.adam_betas) == 2 and cfg.adam_eps > 0
+    assert cfg.lr is None and len(cfg.adam_betas) == 2 and cfg.adam_eps > 0  # null: from d_sae (auto_settings)
     sae = build_sae(cfg, D_IN)
     assert type(sae) is SAE_REGISTRY[name] and (sae.d_in, sae.d_sae) == (D_IN, 4096)
     assert build_sae(OmegaConf.to_container(cfg), D_IN).d_sae == 4096  # plain dicts work too

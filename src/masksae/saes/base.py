@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -100,7 +100,7 @@ def validate_sae_config(cfg: Mapping[str, Any], d_in: int) -> None:
     if not isinstance(name, str) or name not in SAE_REGISTRY:
         raise ConfigError("sae.architecture", name, f"one of {', '.join(sorted(SAE_REGISTRY))}")
     d_sae = resolve_d_sae(cfg, d_in)
-    check_number(cfg, "lr", "a number > 0", lambda v: v > 0)
+    check_number(cfg, "lr", "null (2e-4 / sqrt(d_sae / 2^14), as dictionary_learning) or a number > 0", lambda v: v > 0, nullable=True)
     check_number(cfg, "adam_eps", "a number > 0", lambda v: v > 0)
     check_number_list(
         cfg,
@@ -126,6 +126,17 @@ def geometric_median(x_ND: Tensor, n_iter: int = 50, eps: float = 1e-8) -> Tenso
         weights_N = 1.0 / (x_ND - median_D).norm(dim=-1).clamp_min(eps)
         median_D = (weights_N[:, None] * x_ND).sum(dim=0) / weights_N.sum()
     return median_D
+
+
+def nth_largest(chunks: Iterable[Tensor], n: int) -> float:
+    """The n-th largest value over all chunks' elements, kept exactly with a running top-n (memory: n + one chunk)."""
+    kept_K: Tensor | None = None
+    for values in chunks:
+        candidates_N = values.flatten() if kept_K is None else torch.cat([kept_K, values.flatten()])
+        kept_K = candidates_N.topk(min(n, len(candidates_N)), sorted=False).values
+    if kept_K is None or len(kept_K) < n:
+        raise ValueError(f"nth_largest: fewer than {n} values")
+    return float(kept_K.min())
 
 
 def sum_squared_error(x_BD: Tensor, xhat_BD: Tensor) -> Tensor:
@@ -228,12 +239,28 @@ class SparseAutoencoder(nn.Module):
         self.b_dec.copy_(geometric_median(x_ND.to(self.b_dec.device)))
 
     @torch.no_grad()
-    def fold_activation_scale(self, scale: float) -> None:
-        """The SAE was trained on x * scale: rewrite it in place to act on raw x and return raw xhat.
+    def calibrate(self, acts_ND: Tensor) -> dict[str, float]:
+        """Set inference-only parameters from held-out activations after training (none by default); returns what it set."""
+        return {}
 
-        Pre-activations are unchanged ((x - b_dec/s) @ (s W_enc) = (s x - b_dec) @ W_enc), so b_enc and
-        any thresholds stay as they are; the decoder output is divided by s.
+    @torch.no_grad()
+    def fold_activation_scale(self, scale: float) -> None:
+        """The SAE was trained on x * scale: rewrite it in place to act on raw x and return raw xhat, with unit-norm
+        decoder rows (what SAELens's and SAEBench's tools assume: a latent's activation is its contribution's norm).
+
+        Latents become f / s: pre-activations (x - b_dec/s) @ W_enc + b_enc/s = ((s x - b_dec) @ W_enc + b_enc) / s, so
+        b_enc, b_dec and any thresholds are divided by s (a common factor: every top-k and threshold choice is kept) and
+        the decoder is unchanged. Decoder rows that are not unit-norm already (the ReLU SAE, whose penalty weighs them)
+        are then normalised latent by latent, their encoder column, b_enc and threshold multiplied by the row's norm
+        (exact for per-latent activations: relu and thresholds commute with a positive factor).
         """
-        self.W_enc *= scale
-        self.W_dec /= scale
+        self.b_enc /= scale
         self.b_dec /= scale
+        threshold = getattr(self, "threshold", None)
+        if isinstance(threshold, Tensor):
+            threshold /= scale
+        if not self.requires_unit_norm_decoder:
+            norms_F = self.W_dec.norm(dim=-1).clamp_min(1e-12)
+            self.W_dec /= norms_F.unsqueeze(-1)
+            self.W_enc *= norms_F
+            self.b_enc *= norms_F

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from masksae.saes.base import TrainStepOutput, check_number, register, sum_squared_error
+from masksae.saes.base import TrainStepOutput, check_number, nth_largest, register, sum_squared_error
 from masksae.saes.topk import TopKSAE, auxk_loss
 
 
@@ -31,7 +31,8 @@ class BatchTopKSAE(TopKSAE):
 
     `threshold` [d_sae] (a buffer, every entry equal) is an exponential moving average of each training
     batch's smallest selected activation; negative means not yet estimated, and then encode falls back
-    to batch top-k.
+    to batch top-k. After training, `calibrate` replaces the average (which still weighs the early batches of a short
+    run) by the threshold at which held-out tokens have k active latents on average.
     """
 
     def __init__(self, d_in: int, d_sae: int, *, threshold_beta: float = 0.99, **topk_kwargs: Any) -> None:
@@ -76,6 +77,15 @@ class BatchTopKSAE(TopKSAE):
         """(reconstruction loss, xhat_BD) for the training latents."""
         xhat_BD = self.decode(f_BF)
         return sum_squared_error(x_BD, xhat_BD), xhat_BD
+
+    @torch.no_grad()
+    def calibrate(self, acts_ND: Tensor, batch_size: int = 1024) -> dict[str, float]:
+        """Threshold = the (k * N)-th largest relu pre-activation over the N held-out rows `acts_ND` (the space the SAE
+        acts on), so that inference L0 is k on them."""
+        chunks = (torch.relu(self.pre_activations(x_BD.to(self.W_enc.device, self.W_enc.dtype))) for x_BD in acts_ND.split(batch_size))
+        before = float(self.threshold[0])
+        self.threshold.fill_(nth_largest(chunks, self.k * acts_ND.shape[0]))
+        return {"threshold_ema": before, "threshold": float(self.threshold[0])}
 
     @torch.no_grad()
     def update_threshold(self, smallest: Tensor) -> None:
