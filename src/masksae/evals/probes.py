@@ -1,15 +1,17 @@
-"""Probe building blocks shared by sparse probing and OOD: balanced one-vs-rest tasks, top-k selection, logistic fits."""
+"""Probe building blocks shared by sparse probing and OOD: balanced one-vs-rest tasks, top-k selection, logistic fits
+(on the features as they are: neither SAEBench nor sae-probes standardises them)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.model_selection import StratifiedKFold
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,13 @@ def top_k_by_mean_difference(x_NF: np.ndarray, y_N: np.ndarray, k: int) -> np.nd
     return np.argsort(-difference_F, kind="stable")[:k]
 
 
-def fit_probe(x_NF: np.ndarray, y_N: np.ndarray, c: float = 1.0, l1: bool = False) -> object:
-    """Standardised logistic regression, L2 (lbfgs) or L1 (liblinear)."""
-    model = LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear") if l1 else LogisticRegression(C=c, max_iter=2000)
-    return make_pipeline(StandardScaler(), model).fit(x_NF, y_N)
+def fit_probe(x_NF: np.ndarray, y_N: np.ndarray, c: float = 1.0, l1: bool = False) -> LogisticRegression:
+    """Logistic regression, L2 (lbfgs) or L1 (liblinear: exact and deterministic; sae-probes's saga reaches the same
+    optimum), 1000 iterations at most as in both references."""
+    model = LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear", max_iter=1000) if l1 else LogisticRegression(C=c, max_iter=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # unscaled residuals, as in the references: reported, not fatal
+        return model.fit(x_NF, y_N)
 
 
 def accuracy(probe: object, x_NF: np.ndarray, y_N: np.ndarray) -> float:
@@ -71,11 +76,23 @@ def auc(probe: object, x_NF: np.ndarray, y_N: np.ndarray) -> float:
     return float(roc_auc_score(y_N, probe.decision_function(x_NF)))
 
 
-def fit_with_validation(x_NF: np.ndarray, y_N: np.ndarray, c_grid: Sequence[float], l1: bool, seed: int) -> object:
-    """Choose C on a 20% validation split by AUC, then refit on all training rows."""
+def validation_splits(y_N: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, validation) row splits as sae-probes chooses them: 6 stratified folds below 128 rows, else one held-out
+    set of min(20%, 100) rows; splits whose validation rows hold one class only are dropped."""
     order = np.random.default_rng(seed).permutation(len(y_N))
-    n_val = max(2, len(order) // 5)
-    val, fit = order[:n_val], order[n_val:]
-    scores = [auc(fit_probe(x_NF[fit], y_N[fit], c, l1), x_NF[val], y_N[val]) for c in c_grid]
+    if len(y_N) < 128:
+        folds = StratifiedKFold(n_splits=min(6, int(np.bincount(y_N).min())), shuffle=True, random_state=seed)
+        splits = [(order[fit], order[val]) for fit, val in folds.split(order, y_N[order])]
+    else:
+        n_val = min(len(y_N) // 5, 100)
+        splits = [(order[:-n_val], order[-n_val:])]
+    return [(fit, val) for fit, val in splits if len(set(y_N[val].tolist())) == 2]
+
+
+def fit_with_validation(x_NF: np.ndarray, y_N: np.ndarray, c_grid: Sequence[float], l1: bool, seed: int) -> LogisticRegression:
+    """Choose C by mean validation AUC over sae-probes's splits, then refit on all training rows."""
+    splits = validation_splits(y_N, seed)
+    scores = [np.mean([auc(fit_probe(x_NF[fit], y_N[fit], c, l1), x_NF[val], y_N[val]) for fit, val in splits]) if splits else np.nan
+              for c in c_grid]
     best = c_grid[int(np.nanargmax(scores))] if not np.all(np.isnan(scores)) else 1.0
     return fit_probe(x_NF, y_N, best, l1)

@@ -16,7 +16,7 @@ from masksae.evals.core import evaluate_core
 from masksae.evals.probes import one_vs_rest_tasks
 from masksae.evals.shared import ce_loss_zero, spelling_setup, task_activations
 from masksae.evals.suites import tasks_in_use
-from masksae.evals.task_activations import pooled_latents
+from masksae.evals.task_activations import latents, pooled_latents
 from masksae.models import LoadedModel
 from masksae.resources import split_sequences
 from masksae.saes import SparseAutoencoder
@@ -33,12 +33,15 @@ class EvalResult:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def _mean_and_se(prefix: str, rows: list[dict[str, float]]) -> dict[str, float]:
-    """Macro mean over tasks of every score in `rows`, with its standard error over tasks."""
-    out = {}
-    for name in rows[0] if rows else []:
-        values = np.array([row[name] for row in rows], dtype=float)
-        values = values[~np.isnan(values)]
+def _mean_and_se(prefix: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """SAEBench's averaging: every score's mean over the binary tasks of each data set (task "<data set>/<class>"), then
+    the mean over data sets, with its standard error over data sets."""
+    out: dict[str, float] = {}
+    datasets = sorted({row["task"].split("/", 1)[0] for row in rows})
+    for name in (key for key in (rows[0] if rows else {}) if key != "task"):
+        per_dataset = np.array([np.nanmean([row[name] for row in rows if row["task"].split("/", 1)[0] == dataset] or [np.nan])
+                                for dataset in datasets], dtype=float)
+        values = per_dataset[~np.isnan(per_dataset)]
         out[f"{prefix}/{name}"] = float(values.mean()) if len(values) else float("nan")
         out[f"{prefix}/{name}_se"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
     return out
@@ -69,17 +72,18 @@ def _probing(cfg: DictConfig, model: LoadedModel, sae: SparseAutoencoder, result
     for name in tasks_in_use(eval_cfg):
         activations = task_activations(cfg, model, name)
         latents_NF = pooled_latents(sae, activations).numpy()
+        ood_latents_NF = latents(sae, activations, str(eval_cfg.ood.representation)).numpy()
         for task in one_vs_rest_tasks(name, activations.labels, activations.splits, seed):
             if "sparse_probing" in eval_cfg.evals and name in eval_cfg.sparse_probing.tasks:
                 scores = probing.sae_scores(latents_NF, task, list(eval_cfg.sparse_probing.ks))
                 probing_rows.append({"task": task.name, **scores, **activations.info["residual"][task.name]})
             if "ood" in eval_cfg.evals and name in eval_cfg.ood.tasks and len(task.ood):
-                scores = ood.sae_scores(latents_NF, task, int(eval_cfg.ood.k), list(eval_cfg.ood.c_grid), seed)
+                scores = ood.sae_scores(ood_latents_NF, task, int(eval_cfg.ood.k), list(eval_cfg.ood.c_grid), seed)
                 dense = activations.info["dense_ood"][task.name]
                 ood_rows.append({"task": task.name, **scores, **dense, "gap_to_dense": dense["dense_auc_ood"] - scores["sae_auc_ood"]})
     for prefix, rows in (("sparse_probing", probing_rows), ("ood", ood_rows)):
         if prefix in eval_cfg.evals:
-            result.metrics.update(_mean_and_se(prefix, [{k: v for k, v in row.items() if k != "task"} for row in rows]))
+            result.metrics.update(_mean_and_se(prefix, rows))
             result.metrics[f"{prefix}/n_tasks"] = float(len(rows))
             result.tables[f"{prefix}_per_task.json"] = rows
 

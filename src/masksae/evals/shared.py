@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -22,6 +21,8 @@ from masksae.models import LoadedModel
 from masksae.resources import cache_root
 
 SPELLING_SETUP_KEYS = ("words_per_letter", "test_fraction", "icl_examples", "prompt_template")
+# Bumped when the stored baselines' probes change (2: unstandardised features and sae-probes's C selection).
+PROBES_VERSION = 2
 
 
 def _model_payload(cfg: DictConfig) -> dict[str, Any]:
@@ -40,14 +41,16 @@ def spelling_setup(cfg: DictConfig, model: LoadedModel) -> SpellingSetup:
     return as_setup(*cached_artifact(cache_root(cfg), artifact_key("spelling", payload), build))
 
 
-def _baselines(eval_cfg: DictConfig, name: str, labels: list[str], splits: list[str], pooled_ND: np.ndarray) -> dict[str, Any]:
-    """SAE-independent probe results (dense and top-k residual probes), computed once with the activations."""
+def _baselines(eval_cfg: DictConfig, name: str, stored: TaskActivations) -> dict[str, Any]:
+    """SAE-independent probe results (dense and top-k residual probes), computed once with the activations: sparse
+    probing on mean-pooled residuals, OOD on `eval.ood.representation`."""
     seed = int(eval_cfg.seed)
-    tasks = one_vs_rest_tasks(name, labels, splits, seed)
+    tasks = one_vs_rest_tasks(name, stored.labels, stored.splits, seed)
     ks, c_grid = list(eval_cfg.sparse_probing.ks), list(eval_cfg.ood.c_grid)
+    pooled_ND, ood_ND = stored.pooled_residuals().numpy(), stored.residuals(str(eval_cfg.ood.representation)).numpy()
     return {
         "residual": {task.name: probing.residual_scores(pooled_ND, task, ks) for task in tasks},
-        "dense_ood": {task.name: ood.dense_scores(pooled_ND, task, c_grid, seed) for task in tasks if len(task.ood)},
+        "dense_ood": {task.name: ood.dense_scores(ood_ND, task, c_grid, seed) for task in tasks if len(task.ood)},
     }
 
 
@@ -59,7 +62,7 @@ def task_activations(cfg: DictConfig, model: LoadedModel, name: str) -> TaskActi
              "n_ood": int(eval_cfg.ood.ood_per_class) if name in eval_cfg.ood.tasks else 0}
     payload = {**_model_payload(cfg), "task": name, "fingerprint": task_fingerprint(name, spec), **sizes,
                "context_length": int(eval_cfg.sparse_probing.context_length), "ks": list(eval_cfg.sparse_probing.ks),
-               "c_grid": list(eval_cfg.ood.c_grid)}
+               "c_grid": list(eval_cfg.ood.c_grid), "ood_representation": str(eval_cfg.ood.representation), "probes": PROBES_VERSION}
 
     def build() -> tuple[dict, dict]:
         data = build_task(name, spec, seed=int(eval_cfg.seed), cache_root=cache_root(cfg), **sizes)
@@ -69,7 +72,7 @@ def task_activations(cfg: DictConfig, model: LoadedModel, name: str) -> TaskActi
         labels, splits = [text.label for text, _ in examples], [split for _, split in examples]
         stored = TaskActivations(acts_TD, example_T, labels, splits, {})
         info = {"labels": labels, "splits": splits, "sources": [text.source for text, _ in examples], "ood_shift": data.ood_shift,
-                **_baselines(eval_cfg, name, labels, splits, stored.pooled_residuals().numpy())}
+                **_baselines(eval_cfg, name, stored)}
         return {"acts_TD": acts_TD, "example_T": example_T}, info
 
     return as_task_activations(*cached_artifact(cache_root(cfg), artifact_key("task", payload), build))

@@ -1,4 +1,5 @@
-"""LLM activations of labelled task texts: per-token residuals at non-special positions, mean-pooled per text."""
+"""LLM activations of labelled task texts: per-token residuals at non-special positions, represented per text by their
+mean (SAEBench's sparse probing) or by the last token (sae-probes's OOD probes)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,17 @@ class TaskActivations:
         """Mean residual of each text, [N, D]."""
         return segment_mean(self.acts_TD, self.example_T, self.n_examples)
 
+    def last_token_residuals(self) -> torch.Tensor:
+        """The residual at each text's last kept token, [N, D] (sae-probes's representation); tokens are stored text by
+        text in order."""
+        counts_N = torch.bincount(self.example_T, minlength=self.n_examples)
+        last_N = (counts_N.cumsum(0) - 1).clamp_min(0)
+        return self.acts_TD[last_N].float() * (counts_N > 0)[:, None]  # a text with no kept token: zeros
+
+    def residuals(self, representation: str) -> torch.Tensor:
+        """[N, D] text representations: 'last_token' or 'mean' (mean-pooled over tokens)."""
+        return self.last_token_residuals() if representation == "last_token" else self.pooled_residuals()
+
 
 def segment_mean(values_TX: torch.Tensor, example_T: torch.Tensor, n_examples: int) -> torch.Tensor:
     """Mean of the rows of each example, [N, X]."""
@@ -50,6 +62,12 @@ def pooled_latents(sae: SparseAutoencoder, task: TaskActivations, batch_size: in
     for acts_BD, example_B in zip(task.acts_TD.split(batch_size), task.example_T.split(batch_size), strict=True):
         sums_NF.index_add_(0, example_B, sae.encode(acts_BD.float()))
     return sums_NF / torch.bincount(task.example_T, minlength=task.n_examples).clamp_min(1)[:, None]
+
+
+@torch.no_grad()
+def latents(sae: SparseAutoencoder, task: TaskActivations, representation: str) -> torch.Tensor:
+    """SAE latents of each text, [N, F]: of its last token's residual, or encoded per token and mean-pooled."""
+    return sae.encode(task.last_token_residuals()) if representation == "last_token" else pooled_latents(sae, task)
 
 
 @torch.inference_mode()

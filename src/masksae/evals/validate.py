@@ -55,6 +55,7 @@ def validate_eval_config(eval_cfg: DictConfig) -> None:
            "a non-empty list of positive integers")
     _check(eval_cfg, "ood.c_grid", lambda v: v is not None and len(v) > 0 and all(isinstance(c, (int, float)) and c > 0 for c in v),
            "a non-empty list of positive numbers")
+    _check(eval_cfg, "ood.representation", lambda v: v in ("last_token", "mean"), "last_token (sae-probes) or mean")
     _check_task_lists(eval_cfg)
     for name in tasks_in_use(eval_cfg):
         validate_task_spec(name, plain(eval_cfg.tasks[name]))
