@@ -110,6 +110,14 @@ def map_shard(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def release_pages(view: torch.Tensor) -> None:
+    """Drop this mapping's page-table entries (the pages stay in the page cache): the kernel maps pages around each one
+    read (fault-around, which MADV_RANDOM does not stop), so without this a mapping held across batches would map most
+    of its shard, counted in resident memory and harder to reclaim under a memory limit."""
+    storage = view.untyped_storage()
+    _LIBC.madvise(ctypes.c_void_p(storage.data_ptr()), ctypes.c_size_t(storage.nbytes()), mmap.MADV_DONTNEED)
+
+
 def tensor_offset(path: Path, name: str) -> int:
     """Where tensor `name`'s data starts in a safetensors file, in bytes."""
     with open(path, "rb") as handle:
@@ -150,6 +158,7 @@ class ShardedActivations:
             if shard not in mapped:
                 mapped[shard] = map_shard(self.folder / self.entries[shard].file)["acts_ND"]
             torch.index_select(mapped[shard], 0, local_T, out=out_RD[span])
+            release_pages(mapped[shard])
         return out_RD
 
     def read_ahead(self, rows_R: torch.Tensor) -> None:
