@@ -72,9 +72,10 @@ def build_rows(runs: Iterable[SweepRun], confidence: float) -> list[Row]:
         for p, members in rates.items():
             rows.append(Row(setting, p, "mean", {m.key: mean_ci((r.metrics.get(m.key) for r in members), confidence) for m in METRICS}))
         baseline = rates.get(BASELINE, [])
+        treated = {p: members for p, members in rates.items() if p != BASELINE}
         paired = [{m.key: paired_ci(_by_pair(members, m.key), _by_pair(baseline, m.key), confidence) if baseline else NO_DATA
-                   for m in METRICS} for p, members in rates.items() if p != BASELINE]
-        rows += [Row(setting, p, "paired", cells) for p, cells in zip([p for p in rates if p != BASELINE], _with_q(paired), strict=True)]
+                   for m in METRICS} for members in treated.values()]
+        rows += [Row(setting, p, "paired", cells) for p, cells in zip(treated, _with_q(paired), strict=True)]
     return rows
 
 

@@ -95,9 +95,7 @@ def map_shard(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file (8-byte header size, JSON header, data) as views of one private mapping of it:
     no file descriptor is held (a set may have thousands of shards), and the file is unmapped once the last view is
     dropped. Readahead is off: reads are scattered rows, and pages around one seldom follow it."""
-    with open(path, "rb") as handle:
-        (header_size,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(header_size))
+    header_size, header = _read_header(path)
     storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=path.stat().st_size)
     _LIBC.madvise(ctypes.c_void_p(storage.data_ptr()), ctypes.c_size_t(storage.nbytes()), mmap.MADV_RANDOM)
     bytes_F = torch.empty(0, dtype=torch.uint8).set_(storage)
@@ -118,11 +116,17 @@ def release_pages(view: torch.Tensor) -> None:
     _LIBC.madvise(ctypes.c_void_p(storage.data_ptr()), ctypes.c_size_t(storage.nbytes()), mmap.MADV_DONTNEED)
 
 
-def tensor_offset(path: Path, name: str) -> int:
-    """Where tensor `name`'s data starts in a safetensors file, in bytes."""
+def _read_header(path: Path) -> tuple[int, dict]:
+    """A safetensors file's JSON header and its size in bytes (it follows the 8-byte size; the data follows it)."""
     with open(path, "rb") as handle:
         (header_size,) = struct.unpack("<Q", handle.read(8))
-        return 8 + header_size + json.loads(handle.read(header_size))[name]["data_offsets"][0]
+        return header_size, json.loads(handle.read(header_size))
+
+
+def tensor_offset(path: Path, name: str) -> int:
+    """Where tensor `name`'s data starts in a safetensors file, in bytes."""
+    header_size, header = _read_header(path)
+    return 8 + header_size + header[name]["data_offsets"][0]
 
 
 class ShardedActivations:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -135,11 +135,18 @@ class JumpReLUSAE(SparseAutoencoder):
         text at equal sparsity. L0(delta) = #{pre - threshold > delta} / N, so delta is their (target * N)-th largest."""
         if self.target_l0 is None:
             return {}
-        rows = [x_BD.to(self.W_enc.device, self.W_enc.dtype) for x_BD in acts_ND.split(batch_size)]
-        l0_before = sum(float((self.encode(x_BD) > 0).sum()) for x_BD in rows) / acts_ND.shape[0]
-        delta = nth_largest((self.pre_activations(x_BD) - self.threshold for x_BD in rows), round(self.target_l0 * acts_ND.shape[0]))
+        active = 0  # latents above their threshold before the shift: the uncalibrated L0, from the same single pass
+
+        def gaps() -> Iterator[Tensor]:
+            nonlocal active
+            for x_BD in acts_ND.split(batch_size):
+                gap_BF = self.pre_activations(x_BD.to(self.W_enc.device, self.W_enc.dtype)) - self.threshold
+                active += int((gap_BF > 0).sum())
+                yield gap_BF
+
+        delta = nth_largest(gaps(), round(self.target_l0 * acts_ND.shape[0]))
         self.threshold.add_(delta).clamp_(min=0.0)
-        return {"l0_uncalibrated": l0_before, "threshold_shift": delta}
+        return {"l0_uncalibrated": active / acts_ND.shape[0], "threshold_shift": delta}
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
