@@ -49,8 +49,8 @@ class RowsInMemory:
 
 class MappedRows:
     """A buffer of a sharded set as its row indices (ascending): each batch is gathered straight from the shards (one
-    copy a row, in file order), through mappings held while the buffer is in use. Resident: the pages of the buffer's
-    rows at most, whatever the set's size."""
+    copy a row, in file order), through mappings held while the buffer is in use (each gather drops its page-table
+    entries, so resident memory holds one batch's pages at most, whatever the set's size)."""
 
     def __init__(self, shards: ShardedActivations, rows_R: torch.Tensor) -> None:
         self.shards = shards
