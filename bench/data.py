@@ -34,22 +34,28 @@ def _batches_per_s(batches, n_batches: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def read_throughput(n_rows: int, repeats: int = 3) -> dict:
+def read_throughput(n_rows: int, repeats: int = 5) -> dict:
     """Batches/s of one epoch of default-sized batches (d_model 640, fp32, batch 4096, 128 MB buffers, 256 MB shards: the defaults)
-    from a synthetic set of `n_rows` (reading does not depend on the values), best of `repeats`."""
+    from a synthetic set of `n_rows` (reading does not depend on the values), best of `repeats`. The reads take turns
+    within each repeat, so a load that comes and goes on the machine weighs on all of them alike."""
     cfg = compose_config("train")
     batch = int(cfg.training.batch_size)
     acts_ND = torch.randn(n_rows, int(cfg.model.d_model), generator=torch.Generator().manual_seed(0))
     n_batches = n_rows // batch
-    figures = {"rows": n_rows, "batch": batch, "buffer_rows": buffer_rows(cfg), "shard_rows": shard_rows(cfg)}
+    figures = {"rows": n_rows, "batch": batch, "buffer_rows": buffer_rows(cfg), "shard_rows": shard_rows(cfg), "repeats": repeats}
     with tempfile.TemporaryDirectory(prefix="masksae-bench-data-") as folder:
         shards = sharded_set(Path(folder), acts_ND, shard_rows=shard_rows(cfg), chunk=int(cfg.activations.context_length) - 1)
-        figures["in_memory_batches_per_s"] = max(_batches_per_s(in_memory_batches(acts_ND, batch, 0, 1.0), n_batches) for _ in range(repeats))
+        reads = {"in_memory": lambda: in_memory_batches(acts_ND, batch, 0, 1.0)}
         for block_rows in (1, 8):
             source = CachedBlocks(shards, block_rows)
-            figures[f"sharded_block{block_rows}_batches_per_s"] = max(
-                _batches_per_s(ShuffledBatches(source, batch, buffer_rows(cfg), n_batches, lambda: 0, 0, 1.0), n_batches) for _ in range(repeats))
-    figures["ratio"] = figures["sharded_block1_batches_per_s"] / figures["in_memory_batches_per_s"]
+            reads[f"sharded_block{block_rows}"] = lambda source=source: ShuffledBatches(source, batch, buffer_rows(cfg), n_batches, lambda: 0, 0, 1.0)
+        rates: dict[str, list[float]] = {name: [] for name in reads}
+        for _ in range(repeats):
+            for name, batches in reads.items():
+                rates[name].append(_batches_per_s(batches(), n_batches))
+    figures.update({f"{name}_batches_per_s": round(max(values), 1) for name, values in rates.items()})
+    figures["ratio"] = round(figures["sharded_block1_batches_per_s"] / figures["in_memory_batches_per_s"], 3)
+    figures["ratio_per_repeat"] = [round(ours / theirs, 3) for ours, theirs in zip(rates["sharded_block1"], rates["in_memory"], strict=True)]
     return figures
 
 

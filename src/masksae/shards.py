@@ -3,12 +3,9 @@ read memory-mapped (a set larger than RAM is never loaded whole)."""
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
-import mmap
 import os
-import struct
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,8 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from masksae.files import write_bytes_atomically
-
-SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "BOOL": torch.bool}
+from masksae.mapped_files import map_safetensors, release_pages, tensor_offset
 
 
 def file_checksum(path: Path) -> str:
@@ -88,47 +84,6 @@ class ShardWriter:
         return entry
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def map_shard(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file (8-byte header size, JSON header, data) as views of one private mapping of it:
-    no file descriptor is held (a set may have thousands of shards), and the file is unmapped once the last view is
-    dropped. Readahead is off: reads are scattered rows, and pages around one seldom follow it."""
-    header_size, header = _read_header(path)
-    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=path.stat().st_size)
-    _LIBC.madvise(ctypes.c_void_p(storage.data_ptr()), ctypes.c_size_t(storage.nbytes()), mmap.MADV_RANDOM)
-    bytes_F = torch.empty(0, dtype=torch.uint8).set_(storage)
-    tensors = {}
-    for name, info in header.items():
-        if name != "__metadata__":
-            begin, end = info["data_offsets"]
-            data = bytes_F[8 + header_size + begin : 8 + header_size + end]
-            tensors[name] = data.view(SAFETENSORS_DTYPES[info["dtype"]]).view(info["shape"])
-    return tensors
-
-
-def release_pages(view: torch.Tensor) -> None:
-    """Drop this mapping's page-table entries (the pages stay in the page cache): the kernel maps pages around each one
-    read (fault-around, which MADV_RANDOM does not stop), so without this a mapping held across batches would map most
-    of its shard, counted in resident memory and harder to reclaim under a memory limit."""
-    storage = view.untyped_storage()
-    _LIBC.madvise(ctypes.c_void_p(storage.data_ptr()), ctypes.c_size_t(storage.nbytes()), mmap.MADV_DONTNEED)
-
-
-def _read_header(path: Path) -> tuple[int, dict]:
-    """A safetensors file's JSON header and its size in bytes (it follows the 8-byte size; the data follows it)."""
-    with open(path, "rb") as handle:
-        (header_size,) = struct.unpack("<Q", handle.read(8))
-        return header_size, json.loads(handle.read(header_size))
-
-
-def tensor_offset(path: Path, name: str) -> int:
-    """Where tensor `name`'s data starts in a safetensors file, in bytes."""
-    header_size, header = _read_header(path)
-    return 8 + header_size + header[name]["data_offsets"][0]
-
-
 class ShardedActivations:
     """A complete sharded set on disk. Rows are gathered shard by shard from memory mappings held only while they are
     used (copies come back), so resident memory holds what was asked for, never the set."""
@@ -160,7 +115,7 @@ class ShardedActivations:
         out_RD = torch.empty(len(rows_R), self.d_model, dtype=self.dtype)
         for shard, local_T, span in self._by_shard(rows_R):
             if shard not in mapped:
-                mapped[shard] = map_shard(self.folder / self.entries[shard].file)["acts_ND"]
+                mapped[shard] = map_safetensors(self.folder / self.entries[shard].file)["acts_ND"]
             torch.index_select(mapped[shard], 0, local_T, out=out_RD[span])
             release_pages(mapped[shard])
         return out_RD
@@ -182,7 +137,7 @@ class ShardedActivations:
                 os.close(descriptor)
 
     def _whole(self, name: str) -> torch.Tensor:
-        return torch.cat([map_shard(self.folder / entry.file)[name].clone() for entry in self.entries])
+        return torch.cat([map_safetensors(self.folder / entry.file)[name].clone() for entry in self.entries])
 
     def masked_N(self) -> torch.Tensor:
         """Which rows were masked, for the whole set (one byte a row, in memory)."""

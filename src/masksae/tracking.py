@@ -172,17 +172,18 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str, prior: PriorRun | None
     tags = {"run_key": key, "sweep_id": os.environ.get(SWEEP_ID_ENV, ""), "git_sha": git_sha(), OWNER_TAG: holder_id()}
     if slurm_job_id():
         tags["slurm_job_id"] = slurm_job_id()
+    # a run is seen RUNNING only with its tags (who trains it, which SLURM job): watchers act on them
     if previous is not None and previous.info.status != "FINISHED":
         run_id, resumed = previous.info.run_id, True
-        client.update_run(run_id, status="RUNNING")
         tags["resume_count"] = str(int(previous.data.tags.get("resume_count", "0")) + 1)
+        set_tags(client, run_id, tags)
         if "error" in previous.data.tags:  # the interruption it resumes from is not this attempt's error
             client.delete_tag(run_id, "error")
+        client.update_run(run_id, status="RUNNING")
     else:
-        run_id, resumed = client.create_run(experiment_id, run_name=run_name).info.run_id, False
+        run_id, resumed = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id, False
     from mlflow.entities import Param
 
-    set_tags(client, run_id, tags)
     if not resumed:
         params = flatten(OmegaConf.to_container(cfg, resolve=True))
         items = [Param(k, v[:6000]) for k, v in sorted(params.items())]

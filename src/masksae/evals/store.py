@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -13,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save
+from safetensors.torch import save_file
 
 from masksae.locks import exclusive_lock
+from masksae.mapped_files import map_safetensors, read_header
 
 log = logging.getLogger(__name__)
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2  # 2: safetensors with the info and checksum in its metadata, read memory-mapped
 Artifact = tuple[dict[str, torch.Tensor], dict[str, Any]]
 # The artifacts read last in this process, by path, with the file's (mtime, size) when read: a multirun evaluates
-# one SAE after another with the same set-up, and re-reading (and re-checksumming) them per run is wasted. Bounded
-# in bytes: a job's memory must not grow with the number of probing tasks.
+# one SAE after another with the same set-up, and re-reading (and re-checksumming) them per run is wasted. They are
+# mappings (reclaimable page-cache pages), still bounded in bytes: a job's memory must not grow with the number of
+# probing tasks.
 _RECENT: OrderedDict[Path, tuple[tuple[int, int], Artifact]] = OrderedDict()
 RECENT_BYTES = 384_000_000
 
@@ -34,23 +36,29 @@ def artifact_key(kind: str, payload: Mapping[str, Any]) -> str:
     return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
-def _digest(tensor_bytes: bytes) -> str:
-    return hashlib.blake2b(tensor_bytes, digest_size=16).hexdigest()
+def _checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    """blake2b-128 of the tensors' bytes in name order (read in place: no copy)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _read(path: Path) -> Artifact | None:
-    """Tensors and JSON info of a stored artifact, or None when absent; a corrupt file is removed."""
+    """Tensors (views of a private mapping of the file: page-cache pages, not a copy) and JSON info of a stored
+    artifact, or None when absent; a corrupt file is removed."""
     if not path.exists():
         return None
     try:
-        blob = path.read_bytes()
-        header_length = int.from_bytes(blob[:8], "little")
-        checksum, body = blob[8 + header_length :][:32].decode(), blob[8 + header_length + 32 :]
-        if _digest(body) != checksum:
+        metadata = read_header(path)[1].get("__metadata__", {})
+        if metadata.get("format") != str(STORE_FORMAT_VERSION):
+            raise ValueError(f"format {metadata.get('format')}, not {STORE_FORMAT_VERSION}")
+        tensors = map_safetensors(path, random_access=False)
+        if _checksum(tensors) != metadata.get("checksum"):
             raise ValueError("checksum mismatch")
-        tensors = load(body)
-        info = json.loads(blob[8 : 8 + header_length].decode())
-    except (OSError, ValueError, UnicodeDecodeError, SafetensorError, json.JSONDecodeError) as error:
+        info = json.loads(metadata["info"])
+    except (OSError, ValueError, KeyError, RuntimeError, UnicodeDecodeError, struct.error) as error:
         log.warning("eval artifact %s is corrupt (%s): rebuilding it", path, error)
         path.unlink(missing_ok=True)
         return None
@@ -58,14 +66,18 @@ def _read(path: Path) -> Artifact | None:
 
 
 def _write(path: Path, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
-    """[header length][JSON info][checksum of body][safetensors body], written to a temp file then renamed."""
-    body = save({name: value.contiguous() for name, value in tensors.items()})
-    header = json.dumps(info, default=str).encode()
+    """A safetensors file whose metadata holds the JSON info and the tensors' checksum, written beside `path` and
+    renamed (serialising holds one copy of the tensors)."""
+    tensors = {name: value.contiguous() for name, value in tensors.items()}
+    metadata = {"format": str(STORE_FORMAT_VERSION), "checksum": _checksum(tensors), "info": json.dumps(info, default=str)}
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "wb") as out:
-        out.write(len(header).to_bytes(8, "little") + header + _digest(body).encode() + body)
-    os.replace(staging, path)
+    os.close(handle)
+    try:
+        save_file(tensors, staging, metadata=metadata)
+        os.replace(staging, path)
+    finally:
+        Path(staging).unlink(missing_ok=True)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -93,7 +105,7 @@ def _remember(path: Path, artifact: Artifact) -> Artifact:
 def cached_artifact(root: Path, key: str, build: Callable[[], Artifact]) -> Artifact:
     """The artifact `key` under `root/evals`, built by `build()` once even when several processes ask at once.
     Callers share the returned tensors: they must not modify them."""
-    path = root / "evals" / f"{key}.bin"
+    path = root / "evals" / f"{key}.safetensors"
     recent = _RECENT.get(path)
     if recent is not None and recent[0] == _stamp(path):
         _RECENT.move_to_end(path)
@@ -104,7 +116,8 @@ def cached_artifact(root: Path, key: str, build: Callable[[], Artifact]) -> Arti
     with exclusive_lock(path.with_name(f".{key}.lock")):
         found = _read(path)
         if found is None:
-            tensors, info = build()
-            _write(path, tensors, info)
-            found = tensors, dict(info)
+            _write(path, *build())  # the built tensors are dropped: callers get the file's mapping
+            found = _read(path)
+    if found is None:
+        raise OSError(f"eval artifact {path} was written but does not read back")
     return _remember(path, found)

@@ -74,22 +74,25 @@ def latents(sae: SparseAutoencoder, task: TaskActivations, representation: str) 
 def compute_task_activations(
     model: LoadedModel, layer: int, texts: list[str], context_length: int, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token residuals of each text truncated to `context_length` tokens, and the text index of each token."""
+    """Per-token residuals of each text truncated to `context_length` tokens, and the text index of each token (the
+    kept tokens are counted first, so the residuals are written into one tensor: no second copy)."""
     tokenizer, special_ids = model.tokenizer, model.special_ids()
+    encoded = [tokenizer(text, truncation=True, max_length=context_length).input_ids for text in texts]
+    keep_N = [~special_positions(torch.tensor(ids, dtype=torch.long), special_ids) for ids in encoded]
+    example_T = torch.cat([torch.full((int(keep.sum()),), index) for index, keep in enumerate(keep_N)]) if texts else torch.zeros(0, dtype=torch.long)
+    acts_TD = torch.empty(len(example_T), model.d_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    started, acts, owners = time.perf_counter(), [], []
+    started, filled = time.perf_counter(), 0
     for start in range(0, len(texts), batch_size):
-        encoded = [tokenizer(text, truncation=True, max_length=context_length).input_ids for text in texts[start : start + batch_size]]
-        width = max(len(ids) for ids in encoded)
-        ids_BS = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in encoded])
-        real_BS = torch.arange(width)[None] < torch.tensor([len(ids) for ids in encoded])[:, None]
-        keep_BS = real_BS & ~special_positions(ids_BS, special_ids)
-        resid_BSD = model.residual_at(ids_BS, layer).float().cpu()
-        acts.append(resid_BSD[keep_BS])
-        owners.append((torch.arange(len(encoded)) + start)[:, None].expand_as(keep_BS)[keep_BS])
-    example_T = torch.cat(owners)
+        batch = encoded[start : start + batch_size]
+        width = max(len(ids) for ids in batch)
+        ids_BS = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in batch])
+        keep_BS = torch.stack([torch.nn.functional.pad(keep, (0, width - len(keep))) for keep in keep_N[start : start + batch_size]])
+        kept_KD = model.residual_at(ids_BS, layer)[keep_BS]
+        acts_TD[filled : filled + len(kept_KD)] = kept_KD.float().cpu()
+        filled += len(kept_KD)
     log.info("task activations: %d texts, %d tokens, %.0f s", len(texts), len(example_T), time.perf_counter() - started)
-    return torch.cat(acts), example_T
+    return acts_TD, example_T
 
 
 def as_task_activations(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> TaskActivations:
