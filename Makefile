@@ -28,7 +28,7 @@ endef
 
 .PHONY: help install install-extra-models demo test bench mlflow-ui clean-outputs slurm-up slurm-down mlflow-server \
 	mlflow-server-stop postgres-up postgres-down sweep-local sweep-gemma sweep-pythia sweep-status prefetch report local-paper \
-	memcap-check gpu-check
+	memcap-check gpu-check saebench-parity
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -79,6 +79,13 @@ MEMCAP_TOKENS ?= 1000000
 memcap-check: install ## issue 12: the default run on MEMCAP_TOKENS (1M: a ~2.6 GB set) under a hard MEMCAP_GB (3 GB) cgroup memory cap, its training set rebuilt under the cap first (root; ~25 min on 2 cores) -> bench/memcap.json
 	$(PY) -m bench.memcap --limit-gb $(MEMCAP_GB) --drop-train-cache --json bench/memcap.json -- \
 	  $(PY) -m train activations.train_tokens=$(MEMCAP_TOKENS) $(ARGS)
+
+SAE ?=
+PARITY_WORDS ?= 3000
+saebench-parity: install ## issue 13: SAEBench 0.6.0's own absorption eval next to ours on one exported SAE (SAE=<its folder>) and PARITY_WORDS seeded words, same model copy (its own venv .venv-saebench, built first) -> bench/results_saebench_parity.{json,md}
+	@test -n "$(SAE)" || { echo "usage: make saebench-parity SAE=<an exported SAE folder, e.g. outputs/runs/<key>/sae> [PARITY_WORDS=3000]" >&2; exit 2; }
+	bash bench/saebench_env.sh
+	$(PY) -m bench.saebench_parity --sae $(SAE) --n-words $(PARITY_WORDS)
 
 gpu-check: install ## the CUDA path on one GPU in <= 5 min: smoke grid (fp32 + bf16 LLM, packs, all evals), TopK/JumpReLU steps at d_sae 65,536; tokens/s and peak GPU memory -> bench/gpu_check.json
 	$(PY) -m bench.gpu_check

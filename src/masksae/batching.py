@@ -130,7 +130,7 @@ class ShuffledBatches(IterableDataset):
                 if step + len(rows) // self.batch_size - skip < self.total_steps:
                     pending = reader.submit(self._unshuffled, epoch, index)
                 for positions_B in order_R.split(self.batch_size)[skip:]:
-                    yield rows.take(positions_B).float() * self.scale
+                    yield rows.take(positions_B).float().mul_(self.scale)  # take() copies: scaled in place, no second batch
                     step += 1
                     if step >= self.total_steps:
                         return

@@ -15,7 +15,7 @@ from masksae.saes import SparseAutoencoder, build_sae
 
 N_LETTERS, CHILDREN, GENERIC, D_IN = 6, 50, 200, 320
 CHILD_WORDS = 2 * CHILDREN  # two words per child: a third of each letter's words
-SETTINGS = AbsorptionSettings(min_letters=N_LETTERS)
+SETTINGS = AbsorptionSettings(min_letters=N_LETTERS, k_sparse_probe_batch_size=64)
 
 
 def planted_directions() -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,6 +40,7 @@ def planted_setup(parents_LD: torch.Tensor, children_LCD: torch.Tensor) -> Spell
     return SpellingSetup(
         train_acts_ND=acts_ND[~is_test_N], train_letter_N=letter_N[~is_test_N], test_acts_ND=acts_ND[is_test_N],
         test_letter_N=letter_N[is_test_N], test_words=[f"w{i}" for i in range(int(is_test_N.sum()))],
+        score_acts_ND=acts_ND[is_test_N],
         probe_W_LD=W_LD, probe_b_L=b_L, probe_f1_L=f1_L,
     )
 

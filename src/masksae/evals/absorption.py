@@ -12,10 +12,14 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from masksae.evals.spelling import LETTERS, SpellingSetup
+from masksae.evals.spelling import LETTERS, SpellingSetup, as_setup, setup_for_words, train_multi_probe
+from masksae.models import LoadedModel
 from masksae.saes import SparseAutoencoder
 
-SILENT = 1e-8  # a latent whose |activation| is below this did not fire
+SILENT = 1e-8  # a latent whose activation is below this did not fire (SAEBench's EPS)
+# SAEBench 0.6.0 AbsorptionEvalConfig: k_sparse_probe_l1_decay, k_sparse_probe_num_epochs, and train_sparse_multi_probe's
+# l2_decay (its k_sparse_probe_batch_size is the setting k_sparse_probe_batch_size).
+K_SPARSE_L1, K_SPARSE_EPOCHS, K_SPARSE_L2 = 0.01, 50, 1e-6
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class AbsorptionSettings:
     fraction_cos: float = 0.1
     projection_fraction: float = 0.4
     max_absorbing_latents: int = 3
+    k_sparse_probe_batch_size: int = 4096
 
     @classmethod
     def from_config(cls, abs_cfg: Mapping[str, Any]) -> AbsorptionSettings:
@@ -56,33 +61,25 @@ def encode_all(sae: SparseAutoencoder, acts_ND: torch.Tensor, batch_size: int = 
     return torch.cat([sae.encode(x_BD.float()) for x_BD in acts_ND.split(batch_size)])
 
 
-def l1_selection_weights(latents_NF: torch.Tensor, letter_N: torch.Tensor, seed: int, l1: float = 0.01, epochs: int = 50) -> torch.Tensor:
-    """Weights [26, F] of an L1-penalised multi-label logistic probe on SAE latents (SAEBench ranks latents by them)."""
-    generator = torch.Generator().manual_seed(seed)
-    x_NF = latents_NF / latents_NF.norm(dim=-1).mean().clamp_min(1e-12)
+def l1_selection_weights(latents_NF: torch.Tensor, letter_N: torch.Tensor, seed: int, batch_size: int) -> torch.Tensor:
+    """Weights [26, F] of SAEBench's L1-penalised multi-label probe on raw SAE latents (k_sparse_probing.
+    train_sparse_multi_probe: pos_weight BCE + 0.01 * L1, 50 epochs, weight decay 1e-6), by which it ranks latents."""
     y_NL = F.one_hot(letter_N, len(LETTERS)).float()
-    W_LF = torch.zeros(len(LETTERS), x_NF.shape[1], requires_grad=True)
-    b_L = torch.zeros(len(LETTERS), requires_grad=True)
-    optimizer = torch.optim.Adam([W_LF, b_L], lr=0.01)
-    schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 1e-3, total_iters=epochs)
-    with torch.enable_grad():
-        for _ in range(epochs):
-            for batch_B in torch.randperm(len(x_NF), generator=generator).split(4096):
-                logits_BL = x_NF[batch_B] @ W_LF.T + b_L
-                loss = F.binary_cross_entropy_with_logits(logits_BL, y_NL[batch_B]) + l1 * W_LF.abs().sum(-1).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            schedule.step()
-    return W_LF.detach()
+    W_LF, _ = train_multi_probe(latents_NF.float(), y_NL, seed=seed, epochs=K_SPARSE_EPOCHS, batch_size=batch_size,
+                                weight_decay=K_SPARSE_L2, l1=K_SPARSE_L1)
+    return W_LF
 
 
 def main_latents(
     train_NF: torch.Tensor, train_letter_N: torch.Tensor, test_NF: torch.Tensor, test_letter_N: torch.Tensor,
     settings: AbsorptionSettings, seed: int,
 ) -> dict[int, list[int]]:
-    """Per letter, the latents of the largest k-sparse probe whose test F1 kept rising by more than the jump threshold."""
-    weights_LF = l1_selection_weights(train_NF, train_letter_N, seed)
+    """Per letter, the latents of the largest k-sparse probe whose test F1 kept rising by more than the jump threshold.
+
+    SAEBench's k_sparse_probing: the top-k latents by signed L1-probe weight, a class-balanced scikit-learn logistic
+    regression per k on the train words, F1 of its decision > 0 on the test words (add_feature_splits_to_metrics_df).
+    """
+    weights_LF = l1_selection_weights(train_NF, train_letter_N, seed, settings.k_sparse_probe_batch_size)
     chosen: dict[int, list[int]] = {}
     for letter in range(len(LETTERS)):
         best, y_train, y_test = -np.inf, (train_letter_N == letter).numpy(), (test_letter_N == letter).numpy()
@@ -105,16 +102,17 @@ def word_absorption(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per word: full absorption (bool), absorption fraction, top projecting latent and its share of the projection.
 
-    A latent's contribution to the probe projection is its activation times its decoder row's projection on the
-    unit probe direction (raw residual space, so it also holds for decoders that are not unit-norm).
+    SAEBench's FeatureAbsorptionCalculator.calculate_absorption: a latent's contribution to the probe projection is its
+    activation times its decoder row's cosine with the probe (its projection when decoder rows are unit-norm, as they
+    are for every SAE evaluated here: see fold_activation_scale).
     """
     unit_D = probe_D / probe_D.norm()
     projection_N = acts_ND.float() @ unit_D
     cos_F = F.cosine_similarity(W_dec_FD, unit_D[None], dim=-1)
-    contribution_NF = latents_NF * (W_dec_FD @ unit_D)[None]
+    contribution_NF = latents_NF * cos_F[None]
     is_main_F = torch.zeros(W_dec_FD.shape[0], dtype=torch.bool)
     is_main_F[main_ids] = True
-    main_silent_N = (latents_NF[:, is_main_F].abs() < SILENT).all(dim=-1)
+    main_silent_N = (latents_NF[:, is_main_F] < SILENT).all(dim=-1)
     top_value_N, top_latent_N = contribution_NF.max(dim=-1)
     share_N = top_value_N / projection_N
     full_N = main_silent_N & (cos_F[top_latent_N] >= settings.full_absorption_cos) & (projection_N >= 0) & (share_N >= settings.projection_fraction)
@@ -132,9 +130,11 @@ def word_absorption(
 
 
 def letter_results(sae: SparseAutoencoder, setup: SpellingSetup, settings: AbsorptionSettings, seed: int) -> list[LetterResult]:
-    """Absorption per letter: on the test words whose ground-truth probe fires, do the letter's main latents stay silent?"""
+    """Absorption per letter, scored as SAEBench does: on the test words of the letter whose ground-truth probe fires
+    (its probe true positives), each re-prompted with new ICL examples (score_acts), do its main latents stay silent?"""
     with torch.no_grad():
         train_NF, test_NF = encode_all(sae, setup.train_acts_ND), encode_all(sae, setup.test_acts_ND)
+        score_NF = encode_all(sae, setup.score_acts_ND)
         W_dec_FD = sae.W_dec.detach().float()
     chosen = main_latents(train_NF, setup.train_letter_N, test_NF, setup.test_letter_N, settings, seed)
     scores_NL = setup.test_acts_ND @ setup.probe_W_LD.T + setup.probe_b_L
@@ -142,7 +142,7 @@ def letter_results(sae: SparseAutoencoder, setup: SpellingSetup, settings: Absor
     for letter in range(len(LETTERS)):
         rows_T = torch.nonzero((setup.test_letter_N == letter) & (scores_NL[:, letter] > 0)).flatten()
         full_T, fraction_T, top_T, share_T = word_absorption(
-            setup.test_acts_ND[rows_T], test_NF[rows_T], W_dec_FD, setup.probe_W_LD[letter], chosen[letter], settings)
+            setup.score_acts_ND[rows_T], score_NF[rows_T], W_dec_FD, setup.probe_W_LD[letter], chosen[letter], settings)
         n = len(rows_T)
         absorbed = [
             {"word": setup.test_words[int(row)], "absorbing_latent": int(top), "projection_share": round(float(share), 4)}
@@ -155,6 +155,22 @@ def letter_results(sae: SparseAutoencoder, setup: SpellingSetup, settings: Absor
             mean_absorption_fraction=float(fraction_T.mean()) if n else float("nan"), absorbed=absorbed,
         ))
     return results
+
+
+def absorption_on_words(
+    model: LoadedModel, layer: int, sae: SparseAutoencoder, train_words: list[str], test_words: list[str],
+    abs_cfg: Mapping[str, Any], seed: int, batch_size: int, pools: tuple[list[str], list[str], list[str]] | None = None,
+) -> tuple[list[LetterResult], dict[str, float], str]:
+    """Our absorption eval on explicit words (parity harness: run SAEBench and us on identical train/test words).
+
+    `train_words` / `test_words` are vocabulary strings as SAEBench's get_alpha_tokens writes them (" cat", "cat");
+    `pools` = (train, test, whole-vocabulary) ICL pools, by default the word lists themselves (see setup_for_words).
+    Returns the per-letter results, the `absorption/*` metrics and the status line. Nothing is cached.
+    """
+    setup = as_setup(*setup_for_words(model, layer, train_words, test_words, abs_cfg, seed, batch_size, pools))
+    settings = AbsorptionSettings.from_config(abs_cfg)
+    results = letter_results(sae, setup, settings, seed)
+    return results, *summarise(results, settings)
 
 
 def summarise(results: list[LetterResult], settings: AbsorptionSettings) -> tuple[dict[str, float], str]:

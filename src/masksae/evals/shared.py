@@ -20,7 +20,10 @@ from masksae.evals.tasks import build_task, task_fingerprint
 from masksae.models import LoadedModel
 from masksae.resources import cache_root
 
-SPELLING_SETUP_KEYS = ("words_per_letter", "test_fraction", "icl_examples", "prompt_template")
+SPELLING_SETUP_KEYS = ("words_per_letter", "test_fraction", "icl_examples", "prompt_template", "leading_space_words", "probe")
+# Bumped when build_spelling_setup's algorithm changes (2: SAEBench 0.6.0's word split, ICL pools, probe, re-prompted
+# scoring words).
+SPELLING_VERSION = 2
 # Bumped when the stored baselines' probes change (2: unstandardised features and sae-probes's C selection).
 PROBES_VERSION = 2
 
@@ -33,7 +36,7 @@ def _model_payload(cfg: DictConfig) -> dict[str, Any]:
 def spelling_setup(cfg: DictConfig, model: LoadedModel) -> SpellingSetup:
     """The first-letter prompts' activations and ground-truth probe of this model and layer (built on first use)."""
     abs_cfg = cfg.eval.absorption
-    payload = {**_model_payload(cfg), **{key: abs_cfg[key] for key in SPELLING_SETUP_KEYS}}
+    payload = {**_model_payload(cfg), **{key: abs_cfg[key] for key in SPELLING_SETUP_KEYS}, "spelling": SPELLING_VERSION}
 
     def build() -> tuple[dict, dict]:
         return build_spelling_setup(model, int(cfg.layer), abs_cfg, int(cfg.eval.seed), int(cfg.eval.llm_batch_size))

@@ -14,7 +14,8 @@ from masksae.evals.tasks import validate_task_spec
 
 POSITIVE_INTS = (
     "llm_batch_size", "core.ce_sequences", "core.batch_size", "absorption.words_per_letter", "absorption.icl_examples",
-    "absorption.max_k", "absorption.min_letters", "absorption.max_absorbing_latents", "sparse_probing.train_per_class",
+    "absorption.max_k", "absorption.min_letters", "absorption.max_absorbing_latents", "absorption.k_sparse_probe_batch_size",
+    "sparse_probing.train_per_class",
     "sparse_probing.test_per_class", "sparse_probing.context_length", "ood.ood_per_class", "ood.k",
     "inspection.latents", "inspection.absorbing_latents", "inspection.sequences", "inspection.contexts", "inspection.window",
 )
@@ -50,7 +51,12 @@ def validate_eval_config(eval_cfg: DictConfig) -> None:
         _check(eval_cfg, key, lambda v: _is_int(v) and v >= 1, "a positive integer")
     for key in FRACTIONS:
         _check(eval_cfg, key, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, "a number in [0, 1)")
-    _check(eval_cfg, "absorption.prompt_template", lambda v: isinstance(v, str) and "{word}" in v, "a string containing {word}")
+    _check(eval_cfg, "absorption.prompt_template", lambda v: isinstance(v, str) and v.count("{word}") == 1,
+           "a string containing {word} once")
+    _check(eval_cfg, "absorption.leading_space_words", lambda v: isinstance(v, bool),
+           "true (SAEBench's word set: with and without a leading space) or false (no leading space)")
+    _check(eval_cfg, "absorption.probe", lambda v: v in ("saebench", "sklearn"),
+           "saebench (SAEBench's BCE probe with pos_weight) or sklearn (balanced scikit-learn logistic regression)")
     _check(eval_cfg, "sparse_probing.ks", lambda v: v is not None and len(v) > 0 and all(_is_int(k) and k >= 1 for k in v),
            "a non-empty list of positive integers")
     _check(eval_cfg, "ood.c_grid", lambda v: v is not None and len(v) > 0 and all(isinstance(c, (int, float)) and c > 0 for c in v),
