@@ -138,7 +138,8 @@ def _card_html(card: LatentCard) -> str:
     return f'<div class="card" id="latent-{card.latent}">{head}{body}</div>'
 
 
-def _absorbed_html(letters: Sequence[Mapping[str, Any]] | None) -> str:
+def _absorbed_html(letters: Sequence[Mapping[str, Any]] | None, carded: set[int]) -> str:
+    """The absorbed words; an absorbing latent links to its card where the page has one (`carded`)."""
     if letters is None:
         return "<p>The absorption eval did not run for this SAE.</p>"
     rows = [(letter, example) for letter in letters for example in letter.get("absorbed", [])]
@@ -147,8 +148,9 @@ def _absorbed_html(letters: Sequence[Mapping[str, Any]] | None) -> str:
     lines = ["<table><tr><th>word</th><th>letter</th><th>absorbing latent</th><th>share of probe projection</th><th>letter's main latents</th></tr>"]
     for letter, example in rows[:MAX_ABSORBED_ROWS]:
         latent = int(example["absorbing_latent"])
+        linked = f'<a href="#latent-{latent}">{latent}</a>' if latent in carded else str(latent)
         lines.append(f"<tr><td>{html.escape(str(example['word']))}</td><td>{html.escape(str(letter['letter']))}</td>"
-                     f'<td><a href="#latent-{latent}">{latent}</a></td><td>{float(example["projection_share"]):.2f}</td>'
+                     f'<td>{linked}</td><td>{float(example["projection_share"]):.2f}</td>'
                      f"<td>{html.escape(', '.join(str(i) for i in letter.get('main_latents', [])))}</td></tr>")
     more = f"<p>... and {len(rows) - MAX_ABSORBED_ROWS} more (see evals/absorption_per_letter.json).</p>" if len(rows) > MAX_ABSORBED_ROWS else ""
     return "\n".join(lines) + "</table>" + more
@@ -160,7 +162,7 @@ def render_page(title: str, facts: Mapping[str, Any], cards: Sequence[LatentCard
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><table>{fact_rows}</table>"
             "<h2>Absorbed words (absorption eval: the letter's main latents stay silent, another latent carries the letter)</h2>"
-            f"{_absorbed_html(letters)}<h2>Latents: top-activating held-out contexts</h2>"
+            f"{_absorbed_html(letters, {card.latent for card in cards})}<h2>Latents: top-activating held-out contexts</h2>"
             "<p>Absorbing latents first (most absorbed words), then a random sample of latents that fire; the peak token is outlined.</p>"
             f"{''.join(_card_html(card) for card in cards)}</body></html>")
 

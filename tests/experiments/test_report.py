@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -133,8 +135,12 @@ def test_every_run_logs_an_inspection_page_with_its_absorbed_words(sweep, test_c
     assert page.startswith("<!doctype html>") and page.count('class="card"') >= 12
     assert page.count('class="ctx"') >= 12  # sampled latents fire: each shows held-out contexts
     absorbed = [(letter["letter"], example) for letter in letters for example in letter["absorbed"]]
-    for letter, example in absorbed[:20]:
-        assert f'href="#latent-{example["absorbing_latent"]}"' in page and f'id="latent-{example["absorbing_latent"]}"' in page
+    words_by_latent = Counter(example["absorbing_latent"] for _, example in absorbed)
+    most = sorted(words_by_latent, key=lambda latent: (-words_by_latent[latent], latent))[: compose_config("train").eval.inspection.absorbing_latents]
+    for latent in most:  # the latents that absorb the most words have cards, linked from their words
+        assert f'href="#latent-{latent}"' in page and f'id="latent-{latent}"' in page
+    for latent in set(re.findall(r'href="#latent-(\d+)"', page)):  # and no link leads nowhere
+        assert f'id="latent-{latent}"' in page
     if not absorbed:
         assert "No test word was fully absorbed." in page
     overrides = [f"paths.cache_dir={test_cache}", f"tracking.uri={mlflow_uri}", f"out={tmp_path / 'page.html'}"]
