@@ -37,8 +37,8 @@ def run_saebench(sae: Path, n_words: int, seed: int, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def run_ours(sae_folder: Path, theirs: dict, seed: int) -> tuple[dict, dict, float]:
-    """Our absorption eval on SAEBench's words: per-letter rows, metrics, seconds."""
+def run_ours(sae_folder: Path, theirs: dict, seed: int) -> tuple[dict, dict, float, float]:
+    """Our absorption eval on SAEBench's words: per-letter rows, metrics, seconds, and the probe-F1 gate it used."""
     cfg = compose_config("train", ["eval=saebench", f"layer={theirs['layer']}"])
     started = time.perf_counter()
     model = load_model(cfg.model, cache_root(cfg))
@@ -46,7 +46,7 @@ def run_ours(sae_folder: Path, theirs: dict, seed: int) -> tuple[dict, dict, flo
     pools = (theirs["train_words"], theirs["test_words"], theirs["words"])
     letters, metrics, _ = absorption_on_words(model, int(theirs["layer"]), sae, theirs["train_words"], theirs["test_words"],
                                               cfg.eval.absorption, seed, int(cfg.eval.llm_batch_size), pools)
-    return {row.letter: row for row in letters}, metrics, time.perf_counter() - started
+    return {row.letter: row for row in letters}, metrics, time.perf_counter() - started, float(cfg.eval.absorption.min_probe_f1)
 
 
 def _number(value: float | None) -> float:
@@ -124,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     theirs = (json.loads(args.saebench_json.read_text()) if args.saebench_json else
               run_saebench(args.sae.resolve(), args.n_words, args.seed, args.out.with_name(args.out.stem + "_saebench.json")))
-    ours, metrics, seconds = run_ours(args.sae, theirs, args.seed)
+    ours, metrics, seconds, min_f1 = run_ours(args.sae, theirs, args.seed)
     result = {"sae": str(args.sae), "n_words": theirs["n_words"], "seed": args.seed, "model": theirs["model"], "hook_name": theirs["hook_name"],
               "saebench_seconds": theirs["timings_s"]["wall_s"], "ours_seconds": seconds,
-              **compare(theirs, ours, metrics, float(compose_config("train", ["eval=saebench"]).eval.absorption.min_probe_f1))}
+              **compare(theirs, ours, metrics, min_f1)}
     args.out.write_text(json.dumps(result, indent=2, default=float))
     args.out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))

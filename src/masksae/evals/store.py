@@ -45,9 +45,10 @@ def _checksum(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _read(path: Path) -> Artifact | None:
+def _read(path: Path, *, verify: bool = True) -> Artifact | None:
     """Tensors (views of a private mapping of the file: page-cache pages, not a copy) and JSON info of a stored
-    artifact, or None when absent; a corrupt file is removed."""
+    artifact, or None when absent; a corrupt file is removed. `verify=False`: skip the checksum (a file this process
+    has just written from the tensors it was computed on)."""
     if not path.exists():
         return None
     try:
@@ -55,7 +56,7 @@ def _read(path: Path) -> Artifact | None:
         if metadata.get("format") != str(STORE_FORMAT_VERSION):
             raise ValueError(f"format {metadata.get('format')}, not {STORE_FORMAT_VERSION}")
         tensors = map_safetensors(path, random_access=False)
-        if _checksum(tensors) != metadata.get("checksum"):
+        if verify and _checksum(tensors) != metadata.get("checksum"):
             raise ValueError("checksum mismatch")
         info = json.loads(metadata["info"])
     except (OSError, ValueError, KeyError, RuntimeError, UnicodeDecodeError, struct.error) as error:
@@ -117,7 +118,7 @@ def cached_artifact(root: Path, key: str, build: Callable[[], Artifact]) -> Arti
         found = _read(path)
         if found is None:
             _write(path, *build())  # the built tensors are dropped: callers get the file's mapping
-            found = _read(path)
+            found = _read(path, verify=False)
     if found is None:
         raise OSError(f"eval artifact {path} was written but does not read back")
     return _remember(path, found)
