@@ -148,6 +148,33 @@ def test_a_buffer_reads_no_bytes_until_its_batches_are_taken_and_read_ahead_fetc
     assert [_resident_bytes(path) for path in (paths[0], paths[2], paths[3])] == [0, 0, 0]
 
 
+def _mapped_bytes(path: Path) -> int:
+    """How much of the file this process has mapped in its page tables (its mappings' Rss in /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0]:  # a mapping's header line: address range, perms, offset, dev, inode, path
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_a_buffer_keeps_its_mappings_but_drops_their_page_table_entries_after_each_batch(tmp_path: Path) -> None:
+    """A batch's rows lie all over the set: pages left mapped between batches would add up to most of the set in RSS
+    (what a SLURM job's memory accounting samples), though they are only page cache."""
+    from masksae.batching import CachedBlocks
+    from tests.activation_sets import sharded_set
+
+    acts_ND = torch.randn(4000, 256, generator=torch.Generator().manual_seed(0))
+    shards = sharded_set(tmp_path, acts_ND, shard_rows=4000, chunk=100)
+    path = shards.folder / shards.entries[0].file
+    rows = CachedBlocks(shards, 1).read(torch.arange(4000), 0, 4000)
+    for positions_B in torch.arange(4000).split(500)[:4]:
+        assert torch.equal(rows.take(positions_B), acts_ND[positions_B])
+        assert str(path) in Path("/proc/self/maps").read_text()  # mapped once for the buffer, not per batch
+        assert _mapped_bytes(path) == 0
+
+
 def test_a_killed_builder_is_taken_over_and_its_shards_are_kept(tmp_path: Path) -> None:
     (victim,) = _racers(tmp_path, 1, pause=0.3, ttl=1.0)
     progress = tmp_path / "activations" / f".staging-{spec().key()}" / "progress.json"
