@@ -1,4 +1,5 @@
-"""Our exported SAE folders load in SAELens (its own `SAE.load_from_disk`) and encode/decode like ours, for every architecture."""
+"""Our exported SAE folders load in SAELens (its own `SAE.load_from_disk`) and encode/decode like ours, for every architecture;
+folders SAELens itself saved load in ours and encode/decode like SAELens."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from masksae.config import compose_config
-from masksae.export import run_metadata, save_sae
+from masksae.errors import ConfigError
+from masksae.export import load_sae, run_metadata, save_sae
 from masksae.saes import SAE_REGISTRY, build_sae
 from tests.parts import import_or_missing
 
@@ -53,3 +55,40 @@ def test_saelens_loads_our_folder_and_matches_encode_decode(architecture: str, t
         assert relative_error(f_theirs, f_ours) < 1e-4
         assert relative_error(theirs.decode(f_ours), ours.decode(f_ours)) < 1e-4
         assert relative_error(theirs(x_ND), ours(x_ND)) < 1e-4
+
+
+SAELENS_SAVED = [("standard", {}), ("standard", {"apply_b_dec_to_input": False}), ("topk", {"k": 8}), ("jumprelu", {})]
+
+
+def saelens_saved(tmp_path, architecture: str, extra: dict) -> tuple:
+    """A SAELens SAE of the architecture with random weights (thresholds where it has them), saved by SAELens itself."""
+    metadata = sae_lens.saes.sae.SAEMetadata(model_name="google/gemma-3-270m", hook_name="blocks.6.hook_resid_post", context_size=128)
+    config_class = {"standard": sae_lens.StandardSAEConfig, "topk": sae_lens.TopKSAEConfig, "jumprelu": sae_lens.JumpReLUSAEConfig}
+    theirs = sae_lens.SAE.from_dict({**config_class[architecture](d_in=D_IN, d_sae=D_SAE, metadata=metadata, **extra).to_dict()})
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in theirs.named_parameters():
+            tensor.copy_(torch.rand(tensor.shape, generator=generator) * 0.5 if name == "threshold"
+                         else torch.randn(tensor.shape, generator=generator) * (0.3 if name.startswith("b_") else 1 / D_IN**0.5))
+    theirs.save_model(tmp_path / "saelens")
+    return theirs.eval(), tmp_path / "saelens"
+
+
+@pytest.mark.parametrize(("architecture", "extra"), SAELENS_SAVED, ids=[f"{a}{'-' + '-'.join(e) if e else ''}" for a, e in SAELENS_SAVED])
+def test_a_folder_saelens_saved_loads_in_ours_and_matches_its_encode_decode(architecture: str, extra: dict, tmp_path) -> None:
+    theirs, folder = saelens_saved(tmp_path, architecture, extra)
+    ours, config = load_sae(folder)
+    assert config["metadata"]["model_name"] == "google/gemma-3-270m" and ours.d_sae == D_SAE
+    x_ND = torch.randn(512, D_IN, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        f_ours, f_theirs = ours.encode(x_ND), theirs.encode(x_ND)
+        assert 0.005 < (f_theirs > 0).float().mean() < 0.9
+        assert torch.equal(f_ours > 0, f_theirs > 0)
+        assert relative_error(f_ours, f_theirs) < 1e-4
+        assert relative_error(ours.decode(f_theirs), theirs.decode(f_theirs)) < 1e-4
+
+
+def test_a_saelens_folder_ours_cannot_reproduce_is_refused(tmp_path) -> None:
+    _, folder = saelens_saved(tmp_path, "topk", {"k": 8, "rescale_acts_by_decoder_norm": True})
+    with pytest.raises(ConfigError, match="rescale_acts_by_decoder_norm false"):
+        load_sae(folder)

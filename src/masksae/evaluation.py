@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from masksae.config import compose_config
+from masksae.config import compose_config, model_named
 from masksae.errors import ConfigError
 from masksae.evals.runner import EvalResult, run_evals
 from masksae.evals.validate import validate_eval_config
@@ -47,9 +48,8 @@ def runs_to_evaluate(eval_cfg: DictConfig, client: Any) -> list[str]:
     if eval_cfg.run_id:
         return [str(eval_cfg.run_id)]
     experiment = client.get_experiment_by_name(eval_cfg.tracking.experiment)
-    if experiment is None:
-        raise ConfigError("tracking.experiment", eval_cfg.tracking.experiment, "an existing MLflow experiment")
-    runs = client.search_runs([experiment.experiment_id], f"tags.sweep_id = '{eval_cfg.sweep_id}' and attributes.status = 'FINISHED'")
+    runs = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id], f"tags.sweep_id = '{eval_cfg.sweep_id}' and attributes.status = 'FINISHED'")
     runs = [run for run in runs if run.data.tags.get("report") != "true"]  # the sweep's report run (experiments.report) holds no SAE
     if not runs:
         raise ConfigError("sweep_id", eval_cfg.sweep_id, f"a sweep with FINISHED runs in experiment {eval_cfg.tracking.experiment}")
@@ -58,9 +58,16 @@ def runs_to_evaluate(eval_cfg: DictConfig, client: Any) -> list[str]:
 
 def train_config_for_folder(eval_cfg: DictConfig, saved: dict[str, Any]) -> DictConfig:
     """The training config (model, layer, context) that matches a saved SAE's metadata."""
-    metadata = saved.get("metadata", {})
-    layer = int(str(metadata["hook_name"]).split(".")[1])
-    overrides = [f"model={metadata['model_name']}", f"layer={layer}", f"activations.context_length={metadata.get('context_size', 128)}"]
+    metadata = saved.get("metadata") or saved  # SAELens before 6 kept these fields at the top level
+    hook = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", str(metadata.get("hook_name")))
+    if hook is None:
+        raise ConfigError("sae_path", eval_cfg.sae_path, f"an SAE of a residual stream hook blocks.<layer>.hook_resid_post "
+                          f"(its cfg.json says hook_name {metadata.get('hook_name')!r})")
+    try:
+        model = model_named(str(metadata.get("model_name")))
+    except ValueError as error:
+        raise ConfigError("sae_path", eval_cfg.sae_path, f"an SAE of a configured model: its cfg.json's model_name {error}") from None
+    overrides = [f"model={model}", f"layer={hook.group(1)}", f"activations.context_length={metadata.get('context_size') or 128}"]
     train_cfg = compose_config("train", overrides)
     return _with_eval_settings(train_cfg, eval_cfg)
 
@@ -78,7 +85,7 @@ def evaluate_folder(eval_cfg: DictConfig, folder: Path) -> dict[str, float]:
     with tracked_run(train_cfg, key, f"eval-{folder.name}") as opened:
         client, run = opened
         client.set_tag(run.run_id, "sae_path", str(folder.resolve()))
-        evaluated = evaluate_sae(train_cfg, sae, float(saved.get("metadata", {}).get("activation_scale_folded", 1.0)))
+        evaluated = evaluate_sae(train_cfg, sae, float((saved.get("metadata") or {}).get("activation_scale_folded", 1.0)))
         log_eval_result(client, run.run_id, evaluated, step=0)
     return evaluated.metrics
 

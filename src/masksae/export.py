@@ -80,12 +80,42 @@ def save_sae(sae: SparseAutoencoder, folder: Path, sae_cfg: Mapping[str, Any], m
     return folder
 
 
+# SAELens inference architectures -> ours, for folders SAELens (or another tool in its format) saved.
+FROM_SAELENS_ARCHITECTURES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
+
+
+def saelens_sae_config(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """Our SAE config for a SAELens cfg.json without ours in its metadata: the architecture's defaults at its size.
+    ConfigError (key sae_path) for what our encode would not reproduce."""
+    from masksae.config import compose_config
+    from masksae.errors import ConfigError
+
+    architecture = FROM_SAELENS_ARCHITECTURES.get(str(config.get("architecture", "standard")))
+    if architecture is None:
+        raise ConfigError("sae_path", str(folder), f"a SAELens SAE of architecture {' / '.join(FROM_SAELENS_ARCHITECTURES)} "
+                          f"(its cfg.json says {config.get('architecture')!r})")
+    for key in ("normalize_activations", "reshape_activations"):
+        if str(config.get(key) or "none") != "none":
+            raise ConfigError("sae_path", str(folder), f"an SAE with {key} 'none' (its cfg.json says {config[key]!r})")
+    if config.get("rescale_acts_by_decoder_norm"):
+        raise ConfigError("sae_path", str(folder), "an SAE with rescale_acts_by_decoder_norm false (its cfg.json says true)")
+    overrides = [f"sae={architecture}", f"sae.d_sae={int(config['d_sae'])}"]
+    if architecture == "topk":
+        overrides.append(f"sae.k={int(config['k'])}")
+    return plain(compose_config("train", overrides).sae)
+
+
 def load_sae(folder: str | Path) -> tuple[SparseAutoencoder, dict[str, Any]]:
-    """An SAE saved by `save_sae`, on CPU in eval mode, and its cfg.json."""
+    """An SAE saved by `save_sae` or by SAELens (standard, TopK, JumpReLU), on CPU in eval mode, and its cfg.json."""
     folder = Path(folder)
     config = json.loads((folder / CONFIG_FILE).read_text())
-    sae = build_sae(config["metadata"]["masksae_sae_config"], config["d_in"])
+    metadata = config.get("metadata") or {}
+    sae = build_sae(metadata.get("masksae_sae_config") or saelens_sae_config(config, folder), config["d_in"])
     tensors = load_file(folder / WEIGHTS_FILE)
+    if "log_threshold" in tensors:  # SAELens before 6 kept JumpReLU thresholds as logs
+        tensors["threshold"] = tensors.pop("log_threshold").exp()
+    if not config.get("apply_b_dec_to_input", True):  # x @ W_enc + b_enc == (x - b_dec) @ W_enc + (b_enc + b_dec @ W_enc)
+        tensors["b_enc"] = tensors["b_enc"] + tensors["b_dec"] @ tensors["W_enc"]
     with torch.no_grad():
         for name, value in tensors.items():
             getattr(sae, name).copy_(value)

@@ -72,3 +72,22 @@ def test_cli_exits_non_zero_with_one_line(session_env, repo_root, mlflow_uri, ov
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
     assert _run_count(mlflow_uri) == before
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ([], "error: invalid config run_id|sweep_id|sae_path=None: exactly one of run_id=, sweep_id= or sae_path="),
+        (["run_id=abc", "sweep_id=def"], "error: invalid config run_id|sweep_id|sae_path=['run_id', 'sweep_id']: exactly one of"),
+        (["sae_path={tmp_path}"], "error: invalid config sae_path='{tmp_path}': a folder holding cfg.json and sae_weights.safetensors"),
+        (["sweep_id=no-such-sweep"], "error: invalid config sweep_id='no-such-sweep': a sweep with FINISHED runs in experiment masksae"),
+    ],
+    ids=["none", "two", "folder-without-cfg", "unknown-sweep"],
+)
+def test_evaluate_cli_exits_2_with_one_line(session_env, repo_root, mlflow_uri, tmp_path, arguments, expected) -> None:
+    before = _run_count(mlflow_uri)
+    done = subprocess.run([sys.executable, "-m", "evaluate", *(argument.format(tmp_path=tmp_path) for argument in arguments)],
+                          cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(expected.format(tmp_path=tmp_path))
+    assert _run_count(mlflow_uri) == before

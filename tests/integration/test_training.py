@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from masksae.errors import ConfigError
 from masksae.pipeline import train_one
 from masksae.tracking import run_key
+from tests.parts import import_or_missing
 
 pytestmark = pytest.mark.slow
 
@@ -149,3 +154,54 @@ def test_evaluate_re_runs_chosen_evals_into_the_same_run(smoke_run, mlflow_uri) 
         assert again[name] == pytest.approx(metrics[name], abs=1e-9)
     history = client.get_metric_history(run_id, "absorption/n_letters")
     assert len(history) == 2 and client.get_run(run_id).info.status == "FINISHED"
+
+
+QUICK_EVAL = ("eval.evals=[core]", "eval.core.ce_sequences=4")
+
+
+def _evaluate(session_env: dict[str, str], repo_root: Path, *arguments: str) -> dict[str, dict[str, float]]:
+    """`python -m evaluate <arguments>` as a process (the test store and cache from the environment): its printed metrics
+    per target, after checking that it exited 0."""
+    done = subprocess.run([sys.executable, "-m", "evaluate", *arguments], cwd=repo_root, env=session_env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = [line.removeprefix("[masksae] ").split(": ", 1) for line in done.stdout.splitlines() if line.startswith("[masksae] ")]
+    return {target: {name: float(value) for name, value in (pair.split("=") for pair in values.split())} for target, values in printed}
+
+
+def test_python_m_evaluate_re_evaluates_a_run_and_a_sweep(smoke_run, mlflow_uri, session_env, repo_root) -> None:
+    cfg, metrics = smoke_run
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    run_id = _run_of(client, run_key(cfg)).info.run_id
+    logged_before = len(client.get_metric_history(run_id, "core/l0"))
+    (again,) = _evaluate(session_env, repo_root, f"run_id={run_id}", *QUICK_EVAL).values()
+    assert again["core/explained_variance"] == pytest.approx(metrics["core/explained_variance"], rel=5e-4)  # printed to 4 digits
+    assert len(client.get_metric_history(run_id, "core/l0")) == logged_before + 1
+    client.set_tag(run_id, "sweep_id", "evaluate-cli-sweep")  # a sweep of its own: the smoke run alone
+    assert set(_evaluate(session_env, repo_root, "sweep_id=evaluate-cli-sweep", *QUICK_EVAL)) == {run_id}
+    assert len(client.get_metric_history(run_id, "core/l0")) == logged_before + 2
+
+
+def test_python_m_evaluate_evaluates_our_export_and_a_folder_saelens_saved(smoke_run, mlflow_uri, session_env, repo_root, tmp_path) -> None:
+    """The same weights as our export and as SAELens's own TopK SAE saved by SAELens (no masksae metadata, model named
+    by its Hugging Face id): both evaluate, to the same metrics, each into a new run."""
+    from masksae.resources import run_dir
+
+    sae_lens = import_or_missing("sae_lens", "sae-lens is the optional extra: pip install -e '.[saelens]' (make install adds it)")
+    cfg, metrics = smoke_run
+    ours = run_dir(cfg, run_key(cfg)) / "sae"
+    exported = json.loads((ours / "cfg.json").read_text())
+    metadata = sae_lens.saes.sae.SAEMetadata(model_name=cfg.model.hf_id, hook_name=exported["metadata"]["hook_name"],
+                                             context_size=exported["metadata"]["context_size"])
+    theirs = sae_lens.SAE.from_dict(sae_lens.TopKSAEConfig(d_in=exported["d_in"], d_sae=exported["d_sae"], k=exported["k"],
+                                                           metadata=metadata).to_dict())
+    theirs.load_state_dict(load_file(ours / "sae_weights.safetensors"))
+    theirs.save_model(tmp_path / "saelens")
+    assert "masksae_sae_config" not in json.loads((tmp_path / "saelens" / "cfg.json").read_text())["metadata"]
+    results = [_evaluate(session_env, repo_root, f"sae_path={folder}", *QUICK_EVAL)[str(folder)] for folder in (ours, tmp_path / "saelens")]
+    assert results[0]["core/explained_variance"] == pytest.approx(metrics["core/explained_variance"], abs=0.03)
+    assert results[0] == pytest.approx(results[1], rel=5e-4)
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    for folder in (ours, tmp_path / "saelens"):
+        runs = client.search_runs(client.get_experiment_by_name("masksae").experiment_id, f"tags.sae_path = '{folder.resolve()}'")
+        assert runs and all(run.info.status == "FINISHED" for run in runs)
