@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from masksae.config import CONF_DIR
+from masksae.console import quiet_third_parties
 from masksae.errors import ConfigError, LiveRunError, OfflineError
 from masksae.tracking import ensure_sweep_id
 
@@ -24,6 +25,7 @@ HEADLINE_METRICS = (
 def _train_app(cfg: DictConfig) -> float | None:
     from masksae.pipeline import train_one
 
+    quiet_third_parties()
     logging.getLogger("masksae").setLevel(logging.INFO)
     try:
         metrics = train_one(cfg)
@@ -45,6 +47,7 @@ def train() -> None:
 def _evaluate_app(cfg: DictConfig) -> None:
     from masksae.evaluation import evaluate_main
 
+    quiet_third_parties()
     logging.getLogger("masksae").setLevel(logging.INFO)
     try:
         results = evaluate_main(cfg)

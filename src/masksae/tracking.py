@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from masksae.errors import LiveRunError
 from masksae.launch.heartbeat import OWNER_TAG, STALE_AFTER_S, heartbeat, live_holder
+from masksae.system_metrics import system_metrics
 from masksae.locks import holder_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -189,8 +190,9 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str, prior: PriorRun | None
         items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
         for start in range(0, len(items), 100):
             client.log_batch(run_id, params=items[start : start + 100])
+    interval_s = cfg.tracking.get("system_metrics_interval_s")
     try:
-        with heartbeat(client, run_id):
+        with heartbeat(client, run_id), system_metrics(run_id, tracking_uri(cfg.tracking.get("uri")), interval_s, resumed):
             yield client, TrackedRun(run_id=run_id, resumed=resumed)
     except BaseException as error:
         message = "".join(traceback.format_exception_only(type(error), error)).strip()

@@ -16,6 +16,9 @@ def test_multirun_grid_logs_one_finished_run_per_point(session_env, repo_root, m
     command = [sys.executable, "-m", "train", "-m", "mask_prob=0,0.1,0.3", "sae=topk,jumprelu", "debug=smoke", "tracking.experiment=grid-test"]
     done = subprocess.run(command, cwd=repo_root, env=session_env, capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stderr[-4000:]
+    console = done.stdout + done.stderr
+    assert console.count("`Trainer.fit` stopped") == 6  # once per run: Lightning's own handler printed every line again
+    assert "litlogger" not in console and "is deprecated" not in console, console[-4000:]
     client = MlflowClient(tracking_uri=mlflow_uri)
     runs = client.search_runs(client.get_experiment_by_name("grid-test").experiment_id)
     assert len(runs) == 6

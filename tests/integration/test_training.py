@@ -65,6 +65,7 @@ def test_smoke_run_logs_everything_and_rerun_is_skipped(smoke_run, mlflow_uri) -
     assert {"config.yaml", "sae", "training_curves.png"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "sae")} == {"sae/cfg.json", "sae/sae_weights.safetensors"}
     assert set(EVAL_METRICS) <= set(run.data.metrics)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "evals")} == {
         "evals/absorption_per_letter.json", "evals/sparse_probing_per_task.json", "evals/ood_per_task.json"}
     assert run.data.tags["absorption_status"] == "ok" or run.data.tags["absorption_status"].startswith("too few letters")
