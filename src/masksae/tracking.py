@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from masksae.errors import LiveRunError
 from masksae.launch.heartbeat import OWNER_TAG, STALE_AFTER_S, heartbeat, live_holder
-from masksae.system_metrics import system_metrics
 from masksae.locks import holder_id
+from masksae.system_metrics import system_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Config sections that do not change what a run computes: left out of the run key.
