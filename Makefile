@@ -61,7 +61,7 @@ report: install ## the sweep's table, plots and markdown from MLflow, logged to 
 	@test -n "$(SWEEP_ID)" || { echo "usage: make report SWEEP_ID=<the sweep_id tag of the sweep's runs>" >&2; exit 2; }
 	$(PY) -m experiments.report sweep_id="'$(SWEEP_ID)'"
 
-local-paper: install ## the reduced paper grid (experiment=local_paper: 18 runs, measured 1 h 20 min on 2 cores), then its report
+local-paper: install ## the reduced paper grid (experiment=local_paper: 18 runs, measured 2 h 20 min on 2 cores with the test suite running beside it), then its report
 	$(PY) -m train -m experiment=local_paper
 	$(MAKE) report SWEEP_ID=$$($(PY) -c 'from masksae.tracking import sweep_id_from_argv; print(sweep_id_from_argv(["experiment=local_paper"]))')
 
