@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
+# Paired differences no larger than this fraction of the values are float rounding (float32 metrics), not an effect.
+FLOAT_NOISE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,11 @@ def paired_ci(treated: Mapping[Hashable, float | None], baseline: Mapping[Hashab
     estimate = mean_ci(differences, confidence)
     if estimate.n < 2:
         return estimate
+    magnitude = max(abs(float(value)) for value in (*treated.values(), *baseline.values()) if _finite([value]))
+    if max(abs(difference) for difference in differences) <= FLOAT_NOISE * magnitude:  # e.g. an L0 calibrated to its target
+        return replace(estimate, p=1.0)
     spread = max(differences) - min(differences)
-    p = float(scipy_stats.ttest_1samp(differences, 0.0).pvalue) if spread > 0 else (0.0 if estimate.mean != 0 else 1.0)
+    p = float(scipy_stats.ttest_1samp(differences, 0.0).pvalue) if spread > 0 else 0.0
     return replace(estimate, p=p)
 
 

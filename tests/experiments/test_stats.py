@@ -76,3 +76,11 @@ def test_the_table_calls_only_what_survives_the_false_discovery_control() -> Non
     assert row.cells[keys[1]].excludes_zero and row.cells[keys[1]].p < 0.05  # an unadjusted test would call it
     assert verdict(by_key[keys[0]], row.cells[keys[0]], 0.95) and not verdict(by_key[keys[1]], row.cells[keys[1]], 0.95)
     assert all(not verdict(by_key[key], row.cells[key], 0.95) for key in keys[2:])
+
+
+def test_differences_within_float_rounding_are_not_tested() -> None:
+    """JumpReLU's L0 is calibrated to 64 in every run: a float32 rounding step between runs is no effect."""
+    rounded = paired_ci({(s, 0): 64.0 + 7.62939453125e-06 for s in range(3)}, {(s, 0): 64.0 for s in range(3)})
+    assert rounded.p == 1.0
+    constant = paired_ci({(s, 0): 64.5 for s in range(3)}, {(s, 0): 64.0 for s in range(3)})  # a real, constant shift
+    assert constant.p == 0.0
