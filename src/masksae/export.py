@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from omegaconf import DictConfig
 
-from masksae.config import plain
+from masksae.config import compose_config, plain
+from masksae.errors import ConfigError
 from masksae.models import hook_name
 from masksae.saes import SparseAutoencoder, build_sae
 
@@ -87,9 +88,6 @@ FROM_SAELENS_ARCHITECTURES = {"standard": "relu", "topk": "topk", "jumprelu": "j
 def saelens_sae_config(config: Mapping[str, Any], folder: Path) -> dict[str, Any]:
     """Our SAE config for a SAELens cfg.json without ours in its metadata: the architecture's defaults at its size.
     ConfigError (key sae_path) for what our encode would not reproduce."""
-    from masksae.config import compose_config
-    from masksae.errors import ConfigError
-
     architecture = FROM_SAELENS_ARCHITECTURES.get(str(config.get("architecture", "standard")))
     if architecture is None:
         raise ConfigError("sae_path", str(folder), f"a SAELens SAE of architecture {' / '.join(FROM_SAELENS_ARCHITECTURES)} "
