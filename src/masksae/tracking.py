@@ -20,6 +20,7 @@ from masksae.errors import LiveRunError
 from masksae.launch.heartbeat import OWNER_TAG, STALE_AFTER_S, heartbeat, live_holder
 from masksae.locks import holder_id
 from masksae.system_metrics import system_metrics
+from masksae.ui_links import RUNS_VIEW_TAG, runs_view_state
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Config sections that do not change what a run computes: left out of the run key.
@@ -97,6 +98,10 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
+# MLflow 3's UI opens an experiment in its GenAI view (traces, evaluations) unless this tag names it a model-training one
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def tracking_uri(configured: str | None = None) -> str:
     """MLFLOW_TRACKING_URI if set, else the configured URI (`tracking.uri`), else sqlite:///<repo>/mlflow.db."""
     return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
@@ -108,17 +113,27 @@ class TrackedRun:
 
     run_id: str
     resumed: bool
+    experiment_id: str
 
 
-def _experiment_id(client: Any, name: str, uri: str) -> str:
+def experiment_id_for(client: Any, name: str, uri: str) -> str:
+    """The experiment's id, created if absent, set up for MLflow 3's UI: its kind a model-training one (see
+    EXPERIMENT_KIND) and masksae's runs table stored as a shared view (ui_links.RUNS_VIEW_TAG)."""
+    wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, RUNS_VIEW_TAG: runs_view_state()}
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifact_location = (REPO_ROOT / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except Exception:  # another job created it first
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        artifact_location = (REPO_ROOT / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location, tags=wanted)
+        except Exception:  # another job created it first
+            experiment = client.get_experiment_by_name(name)
+    kind = experiment.tags.get(EXPERIMENT_KIND_TAG)
+    if kind is not None and not kind.endswith("_inferred"):  # a kind a person chose stays; one the UI guessed does not
+        del wanted[EXPERIMENT_KIND_TAG]
+    for key, value in wanted.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def find_run(client: Any, experiment_id: str, key: str) -> Any | None:
@@ -141,7 +156,7 @@ def prior_run(cfg: DictConfig, key: str) -> PriorRun:
 
     uri = tracking_uri(cfg.tracking.get("uri"))
     client = MlflowClient(tracking_uri=uri)
-    experiment_id = _experiment_id(client, cfg.tracking.experiment, uri)
+    experiment_id = experiment_id_for(client, cfg.tracking.experiment, uri)
     return PriorRun(client, experiment_id, find_run(client, experiment_id, key))
 
 
@@ -193,7 +208,7 @@ def tracked_run(cfg: DictConfig, key: str, run_name: str, prior: PriorRun | None
     interval_s = cfg.tracking.get("system_metrics_interval_s")
     try:
         with heartbeat(client, run_id), system_metrics(run_id, tracking_uri(cfg.tracking.get("uri")), interval_s, resumed):
-            yield client, TrackedRun(run_id=run_id, resumed=resumed)
+            yield client, TrackedRun(run_id=run_id, resumed=resumed, experiment_id=experiment_id)
     except BaseException as error:
         message = "".join(traceback.format_exception_only(type(error), error)).strip()
         client.set_tag(run_id, "error", message[:5000])

@@ -11,6 +11,7 @@ from typing import Any
 
 from masksae.launch import slurm
 from masksae.launch.heartbeat import STALE_AFTER_S, dead_reason
+from masksae.tracking import experiment_id_for
 
 # What a launch does with a grid point.
 SKIP, RUNNING, RESUME, RERUN, NEW = "skip", "running", "resume", "rerun", "new"
@@ -73,13 +74,7 @@ def client_and_experiment(plan: Plan) -> tuple[Any, str]:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=plan.tracking_uri)
-    experiment = client.get_experiment_by_name(plan.experiment)
-    if experiment is not None:
-        return client, experiment.experiment_id
-    try:
-        return client, client.create_experiment(plan.experiment)
-    except Exception:  # a job created it first
-        return client, client.get_experiment_by_name(plan.experiment).experiment_id
+    return client, experiment_id_for(client, plan.experiment, plan.tracking_uri)
 
 
 def newest_runs(client: Any, experiment_id: str) -> dict[str, Any]:
