@@ -66,4 +66,5 @@ def evaluate(run_id: str, *overrides: str, tracking_uri: str | None = None) -> d
     eval_cfg = compose_config("evaluate", [f"run_id={run_id}", *overrides])
     if tracking_uri:
         eval_cfg.tracking.uri = tracking_uri
-    return evaluate_main(eval_cfg)[run_id]
+    (run,) = evaluate_main(eval_cfg)
+    return dict(run.metrics)

@@ -11,14 +11,10 @@ from omegaconf import DictConfig
 from masksae.config import CONF_DIR
 from masksae.console import quiet_third_parties
 from masksae.errors import ConfigError, LiveRunError, OfflineError
-from masksae.tracking import ensure_sweep_id
+from masksae.summary import print_run_summaries
+from masksae.tracking import ensure_sweep_id, tracking_uri
 
 EXIT_BAD_INPUT = 2
-HEADLINE_METRICS = (
-    "core/l0", "core/explained_variance", "core/ce_loss_recovered", "absorption/mean_full_absorption_score",
-    "absorption/mean_absorption_fraction_score", "absorption/n_letters", "sparse_probing/sae_top_1_test_accuracy",
-    "sparse_probing/llm_test_accuracy", "ood/sae_auc_ood", "ood/gap_to_dense",
-)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
@@ -28,13 +24,12 @@ def _train_app(cfg: DictConfig) -> float | None:
     quiet_third_parties()
     logging.getLogger("masksae").setLevel(logging.INFO)
     try:
-        metrics = train_one(cfg)
+        runs = train_one(cfg)
     except (ConfigError, OfflineError, LiveRunError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    for name, values in metrics.items():
-        print(f"[masksae] {name}: " + "  ".join(f"{k}={values[k]:.4g}" for k in HEADLINE_METRICS if k in values))
-    return next((values.get("core/explained_variance") for values in metrics.values()), None)
+    print_run_summaries(list(runs.values()), tracking_uri(cfg.tracking.get("uri")), "Headline metrics")
+    return next((run.metrics.get("core/explained_variance") for run in runs.values()), None)
 
 
 def train() -> None:
@@ -50,12 +45,11 @@ def _evaluate_app(cfg: DictConfig) -> None:
     quiet_third_parties()
     logging.getLogger("masksae").setLevel(logging.INFO)
     try:
-        results = evaluate_main(cfg)
+        runs = evaluate_main(cfg)
     except (ConfigError, OfflineError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    for target, metrics in results.items():
-        print(f"[masksae] {target}: " + "  ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    print_run_summaries(runs, tracking_uri(cfg.tracking.get("uri")), "Headline metrics (all metrics are in each MLflow run)")
 
 
 def evaluate() -> None:

@@ -14,8 +14,10 @@ from masksae.errors import ConfigError
 from masksae.evals.runner import EvalResult, run_evals
 from masksae.evals.validate import validate_eval_config
 from masksae.export import load_sae
+from masksae.plots import log_eval_figures
 from masksae.resources import clean_validation_activations, shared_model
 from masksae.saes import SparseAutoencoder
+from masksae.summary import RunSummary
 from masksae.tracking import log_eval_result, tracked_run, tracking_uri
 
 
@@ -27,12 +29,17 @@ def evaluate_sae(train_cfg: DictConfig, sae: SparseAutoencoder, scale: float) ->
     return run_evals(train_cfg, model, sae, scale, val.acts_ND)
 
 
+def _log_figures(client: Any, run_id: str, evaluated: EvalResult, train_cfg: DictConfig) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        log_eval_figures(client, run_id, evaluated.tables, float(train_cfg.eval.absorption.min_probe_f1), Path(scratch))
+
+
 def _with_eval_settings(train_cfg: DictConfig, eval_cfg: DictConfig) -> DictConfig:
     merged = OmegaConf.merge(train_cfg, {"eval": eval_cfg.eval, "paths": eval_cfg.paths})
     return merged
 
 
-def evaluate_logged_run(eval_cfg: DictConfig, client: Any, run_id: str) -> dict[str, float]:
+def evaluate_logged_run(eval_cfg: DictConfig, client: Any, run_id: str) -> RunSummary:
     """Re-run the evals on the SAE of one MLflow run and write the metrics into that run."""
     with tempfile.TemporaryDirectory() as scratch:
         train_cfg = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", scratch))
@@ -40,7 +47,9 @@ def evaluate_logged_run(eval_cfg: DictConfig, client: Any, run_id: str) -> dict[
     train_cfg = _with_eval_settings(train_cfg, eval_cfg)
     evaluated = evaluate_sae(train_cfg, sae, float(saved["metadata"]["activation_scale_folded"]))
     log_eval_result(client, run_id, evaluated, step=0)
-    return evaluated.metrics
+    _log_figures(client, run_id, evaluated, train_cfg)
+    info = client.get_run(run_id).info
+    return RunSummary(info.run_name, evaluated.metrics, run_id, info.experiment_id)
 
 
 def runs_to_evaluate(eval_cfg: DictConfig, client: Any) -> list[str]:
@@ -72,7 +81,7 @@ def train_config_for_folder(eval_cfg: DictConfig, saved: dict[str, Any]) -> Dict
     return _with_eval_settings(train_cfg, eval_cfg)
 
 
-def evaluate_folder(eval_cfg: DictConfig, folder: Path) -> dict[str, float]:
+def evaluate_folder(eval_cfg: DictConfig, folder: Path) -> RunSummary:
     """Evaluate an SAE saved in SAELens format and log the result as a new MLflow run."""
     if not (folder / "cfg.json").exists():
         raise ConfigError("sae_path", str(folder), "a folder holding cfg.json and sae_weights.safetensors")
@@ -82,25 +91,24 @@ def evaluate_folder(eval_cfg: DictConfig, folder: Path) -> dict[str, float]:
     train_cfg.tracking.experiment = eval_cfg.tracking.experiment
     train_cfg.tracking.skip_finished = False  # every evaluation of a folder is a new run
     key = f"folder:{folder.resolve()}"
-    with tracked_run(train_cfg, key, f"eval-{folder.name}") as opened:
+    name = f"eval-{folder.name}"
+    with tracked_run(train_cfg, key, name) as opened:
         client, run = opened
         client.set_tag(run.run_id, "sae_path", str(folder.resolve()))
         evaluated = evaluate_sae(train_cfg, sae, float((saved.get("metadata") or {}).get("activation_scale_folded", 1.0)))
         log_eval_result(client, run.run_id, evaluated, step=0)
-    return evaluated.metrics
+        _log_figures(client, run.run_id, evaluated, train_cfg)
+    return RunSummary(name, evaluated.metrics, run.run_id, run.experiment_id, folder.resolve())
 
 
-def evaluate_main(eval_cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Dispatch on run_id / sweep_id / sae_path; returns metrics per evaluated target."""
+def evaluate_main(eval_cfg: DictConfig) -> list[RunSummary]:
+    """Dispatch on run_id / sweep_id / sae_path; returns each evaluated run's metrics and where it is logged."""
     from mlflow import MlflowClient
 
     chosen = [name for name in ("run_id", "sweep_id", "sae_path") if eval_cfg.get(name)]
     if len(chosen) != 1:
         raise ConfigError("run_id|sweep_id|sae_path", chosen or None, "exactly one of run_id=, sweep_id= or sae_path=")
     if eval_cfg.sae_path:
-        return {str(eval_cfg.sae_path): evaluate_folder(eval_cfg, Path(eval_cfg.sae_path))}
+        return [evaluate_folder(eval_cfg, Path(eval_cfg.sae_path))]
     client = MlflowClient(tracking_uri=tracking_uri(eval_cfg.tracking.uri))
-    return {run_id: evaluate_logged_run(eval_cfg, client, run_id) for run_id in runs_to_evaluate(eval_cfg, client)}
-
-
-
+    return [evaluate_logged_run(eval_cfg, client, run_id) for run_id in runs_to_evaluate(eval_cfg, client)]

@@ -24,6 +24,7 @@ from masksae.saes import build_sae, resolve_d_sae, validate_sae_config
 from masksae.packing import pack_dir, pack_members
 from masksae.memory import release_memory
 from masksae.metric_journal import MetricJournal
+from masksae.summary import RunSummary
 from masksae.tracking import TrackedRun, lightning_logger, log_eval_result, prior_run, refuse_live_run, run_key, set_tags, tracked_run
 
 log = logging.getLogger(__name__)
@@ -116,15 +117,15 @@ def _open_runs(members: list[DictConfig]) -> list[OpenRun]:
     return opened
 
 
-def train_one(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Train and evaluate this job's SAEs (its own, or its pack's); {run name: final metrics} of those that ran
+def train_one(cfg: DictConfig) -> dict[str, RunSummary]:
+    """Train and evaluate this job's SAEs (its own, or its pack's); {run name: its final metrics and where} of those that ran
     (runs that already FINISHED are skipped). One SAE's failed evals fail its run only; the job still fails."""
     members = [with_auto_settings(member) for member in pack_members(cfg)]
     mask_token_id = validate_config(members[0])
     for member in members[1:]:
         validate_settings(member)
     runs = _open_runs(members)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, RunSummary] = {}
     failures: list[Exception] = []
     try:
         for run in runs:
@@ -134,12 +135,14 @@ def train_one(cfg: DictConfig) -> dict[str, dict[str, float]]:
         fitted = _fit(runs, mask_token_id) if runs else None
         for run, sae in zip(runs, fitted.saes if fitted else [], strict=True):
             try:
-                results[describe(run.cfg)] = _evaluate_and_export(run, fitted, sae, mask_token_id)
+                metrics = _evaluate_and_export(run, fitted, sae, mask_token_id)
             except Exception as error:
                 run.end(error)
                 failures.append(error)
                 continue
             run.end()
+            name = describe(run.cfg)
+            results[name] = RunSummary(name, metrics, run.run.run_id, run.run.experiment_id, run_dir(run.cfg, run.key))
     except BaseException as error:  # training failed or the job is being stopped: every run still open says so
         for run in runs:
             run.end(error)
@@ -252,7 +255,7 @@ def _evaluate_and_export(opened: OpenRun, fitted: Fitted, sae: Any, mask_token_i
     """Evals, metrics, SAELens export, training curves and the inspection page of one trained SAE."""
     from masksae.evals.runner import EvalResult, run_evals  # the eval stack (scikit-learn...) only where evals run
     from masksae.inspection import write_inspection
-    from masksae.plots import training_curves
+    from masksae.plots import log_eval_figures, training_curves
 
     cfg, client, run_id = opened.cfg, opened.client, opened.run.run_id
     folder = run_dir(cfg, opened.key)
@@ -268,8 +271,9 @@ def _evaluate_and_export(opened: OpenRun, fitted: Fitted, sae: Any, mask_token_i
     client.log_artifacts(run_id, str(export_dir), artifact_path="sae")
     plot = training_curves(client, run_id, folder / "training_curves.png")
     client.log_artifact(run_id, str(plot))
+    log_eval_figures(client, run_id, evaluated.tables, float(cfg.eval.absorption.min_probe_f1), folder)
     if model is not None:  # eval.evals=[]: trained and exported only (python -m evaluate later)
         page = write_inspection(cfg, model, raw_sae, evaluated.tables.get("absorption_per_letter.json"), folder / "inspection.html", opened.key)
         client.log_artifact(run_id, str(page))
-    log.info("run %s finished: %s", opened.key, {k: round(v, 4) for k, v in evaluated.metrics.items()})
+    log.info("run %s finished: %d metrics logged to MLflow run %s", opened.key, len(evaluated.metrics), run_id)
     return evaluated.metrics

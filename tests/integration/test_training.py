@@ -45,8 +45,8 @@ def _run_of(client: MlflowClient, key: str):
 def smoke_run(make_cfg, gemma):
     """One real smoke run (TopK, k = 16) shared by the tests of this module."""
     cfg = make_cfg("debug=smoke", "sae=topk", "sae.k=16")
-    (metrics,) = train_one(cfg).values()
-    return cfg, metrics
+    (run,) = train_one(cfg).values()
+    return cfg, run.metrics
 
 
 def test_smoke_run_logs_everything_and_rerun_is_skipped(smoke_run, mlflow_uri) -> None:
@@ -67,7 +67,8 @@ def test_smoke_run_logs_everything_and_rerun_is_skipped(smoke_run, mlflow_uri) -
     assert set(EVAL_METRICS) <= set(run.data.metrics)
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "evals")} == {
-        "evals/absorption_per_letter.json", "evals/sparse_probing_per_task.json", "evals/ood_per_task.json"}
+        "evals/absorption_per_letter.json", "evals/sparse_probing_per_task.json", "evals/ood_per_task.json",
+        "evals/absorption_per_letter.png", "evals/sparse_probing_per_task.png"}
     assert run.data.tags["absorption_status"] == "ok" or run.data.tags["absorption_status"].startswith("too few letters")
     history = client.get_metric_history(run.info.run_id, "train/mse")
     assert len(history) >= 3 and history[-1].value < history[0].value
@@ -111,7 +112,9 @@ def test_evaluate_a_saved_folder_logs_a_new_run(smoke_run, mlflow_uri) -> None:
     folder = run_dir(cfg, run_key(cfg)) / "sae"
     eval_cfg = OmegaConf.create({"run_id": None, "sweep_id": None, "sae_path": str(folder), "eval": cfg.eval,
                                  "paths": cfg.paths, "tracking": {"uri": mlflow_uri, "experiment": "masksae"}})
-    result = evaluate_main(eval_cfg)[str(folder)]
+    (evaluated,) = evaluate_main(eval_cfg)
+    result = evaluated.metrics
+    assert evaluated.folder == folder.resolve()
     # a folder carries no training config: the default held-out sample (32k tokens, not smoke's 4k) is used
     assert result["core/explained_variance"] == pytest.approx(metrics["core/explained_variance"], abs=0.03)
     assert result["core/l0"] <= 16
@@ -160,14 +163,22 @@ def test_evaluate_re_runs_chosen_evals_into_the_same_run(smoke_run, mlflow_uri) 
 QUICK_EVAL = ("eval.evals=[core]", "eval.core.ce_sequences=4")
 
 
-def _evaluate(session_env: dict[str, str], repo_root: Path, *arguments: str) -> dict[str, dict[str, float]]:
-    """`python -m evaluate <arguments>` as a process (the test store and cache from the environment): its printed metrics
-    per target, after checking that it exited 0."""
+def _evaluate(session_env: dict[str, str], repo_root: Path, *arguments: str) -> str:
+    """`python -m evaluate <arguments>` as a process (the test store and cache from the environment): what it printed,
+    after checking that it exited 0 and ended with the headline table."""
     done = subprocess.run([sys.executable, "-m", "evaluate", *arguments], cwd=repo_root, env=session_env, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    printed = [line.removeprefix("[masksae] ").split(": ", 1) for line in done.stdout.splitlines() if line.startswith("[masksae] ")]
-    return {target: {name: float(value) for name, value in (pair.split("=") for pair in values.split())} for target, values in printed}
+    assert "Headline metrics" in done.stdout and "explained_variance" in done.stdout, done.stdout[-3000:]
+    return done.stdout
+
+
+def _folder_run_metrics(client: MlflowClient, folder: Path) -> dict[str, float]:
+    """The SAE quality metrics of the newest evaluation of a saved folder (not its timings or system samples)."""
+    runs = client.search_runs(client.get_experiment_by_name("masksae").experiment_id, f"tags.sae_path = '{folder.resolve()}'",
+                              order_by=["attribute.start_time DESC"])
+    assert runs and all(run.info.status == "FINISHED" for run in runs)
+    return {name: value for name, value in runs[0].data.metrics.items() if not name.startswith(("eval_time/", "system/"))}
 
 
 def test_python_m_evaluate_re_evaluates_a_run_and_a_sweep(smoke_run, mlflow_uri, session_env, repo_root) -> None:
@@ -175,11 +186,12 @@ def test_python_m_evaluate_re_evaluates_a_run_and_a_sweep(smoke_run, mlflow_uri,
     client = MlflowClient(tracking_uri=mlflow_uri)
     run_id = _run_of(client, run_key(cfg)).info.run_id
     logged_before = len(client.get_metric_history(run_id, "core/l0"))
-    (again,) = _evaluate(session_env, repo_root, f"run_id={run_id}", *QUICK_EVAL).values()
-    assert again["core/explained_variance"] == pytest.approx(metrics["core/explained_variance"], rel=5e-4)  # printed to 4 digits
+    printed = _evaluate(session_env, repo_root, f"run_id={run_id}", *QUICK_EVAL)
+    assert f"MLflow run {run_id}" in printed
+    assert client.get_run(run_id).data.metrics["core/explained_variance"] == pytest.approx(metrics["core/explained_variance"], rel=1e-4)
     assert len(client.get_metric_history(run_id, "core/l0")) == logged_before + 1
     client.set_tag(run_id, "sweep_id", "evaluate-cli-sweep")  # a sweep of its own: the smoke run alone
-    assert set(_evaluate(session_env, repo_root, "sweep_id=evaluate-cli-sweep", *QUICK_EVAL)) == {run_id}
+    assert f"MLflow run {run_id}" in _evaluate(session_env, repo_root, "sweep_id=evaluate-cli-sweep", *QUICK_EVAL)
     assert len(client.get_metric_history(run_id, "core/l0")) == logged_before + 2
 
 
@@ -199,14 +211,12 @@ def test_python_m_evaluate_evaluates_our_export_and_a_folder_saelens_saved(smoke
     theirs.load_state_dict(load_file(ours / "sae_weights.safetensors"))
     theirs.save_model(tmp_path / "saelens")
     assert "masksae_sae_config" not in json.loads((tmp_path / "saelens" / "cfg.json").read_text())["metadata"]
-    results = [_evaluate(session_env, repo_root, f"sae_path={folder}", *QUICK_EVAL)[str(folder)] for folder in (ours, tmp_path / "saelens")]
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    results = []
+    for folder in (ours, tmp_path / "saelens"):
+        assert f"folder: {folder.resolve()}" in _evaluate(session_env, repo_root, f"sae_path={folder}", *QUICK_EVAL)
+        results.append(_folder_run_metrics(client, folder))
     assert results[0]["core/explained_variance"] == pytest.approx(metrics["core/explained_variance"], abs=0.03)
     scale = exported["metadata"]["activation_scale_folded"]  # ours reports MSE in the normalised units it trained in
     assert results[1].pop("core/mse") == pytest.approx(results[0].pop("core/mse") / scale**2, rel=1e-3)
-    timings = [{name for name in result if name.startswith("eval_time/")} for result in results]
-    assert {name: results[0][name] for name in results[0] if name not in timings[0]} == pytest.approx(
-        {name: results[1][name] for name in results[1] if name not in timings[1]}, rel=5e-4)
-    client = MlflowClient(tracking_uri=mlflow_uri)
-    for folder in (ours, tmp_path / "saelens"):
-        runs = client.search_runs(client.get_experiment_by_name("masksae").experiment_id, f"tags.sae_path = '{folder.resolve()}'")
-        assert runs and all(run.info.status == "FINISHED" for run in runs)
+    assert results[0] == pytest.approx(results[1], rel=5e-4)

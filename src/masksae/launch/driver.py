@@ -18,6 +18,7 @@ from masksae.launch.memory import memory_problem
 from masksae.launch.pins import pin_caches, unpin_caches
 from masksae.launch.plan import Plan, Point
 from masksae.errors import ConfigError, OfflineError
+from masksae.summary import SweepRow, print_sweep_summary
 from masksae.tracking import SWEEP_ID_ENV, run_key, tracking_uri
 
 # Smallest allowed value of each resource under `launcher.`.
@@ -192,6 +193,18 @@ def _validate(configs: list[DictConfig], dry_run: bool) -> str | None:
     return None
 
 
+def _print_sweep_table(plan: Plan) -> None:
+    """Every grid point with its status and headline metrics, read back from MLflow."""
+    client, experiment_id = plans.client_and_experiment(plan)
+    runs = plans.newest_runs(client, experiment_id)
+    rows = []
+    for point in plan.points:
+        run = runs.get(point.run_key)
+        status = "skipped (finished before)" if point.action == plans.SKIP else point.status or "not started"
+        rows.append(SweepRow(point.name, status, run.data.metrics if run is not None else {}))
+    print_sweep_summary(plan.sweep_id, rows, plan.tracking_uri, experiment_id)
+
+
 def validate_pack_size(pack_size: object) -> int:
     if isinstance(pack_size, bool) or not isinstance(pack_size, int) or pack_size < 1:
         raise ConfigError("hydra.sweeper.pack_size", pack_size, "an integer >= 1 (1: one SAE per job)")
@@ -248,6 +261,7 @@ def run_sweep(config: DictConfig, jobs: Sequence[Sequence[str]], compose: Callab
         unpin_caches(pins)
     plan.save(path)
     print(plans.summary_line(plan))
+    _print_sweep_table(plan)
     for point in plan.points:
         if point.status in ("FAILED", "KILLED"):
             print(f"[masksae]   FAILED {point.name} (run key {point.run_key}, SLURM {point.slurm_job_id}): {point.reason}")
