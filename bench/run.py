@@ -19,6 +19,7 @@ from bench.sae_step import compare_with_saelens, dense_step_flops, matmul_peak_f
 from masksae.config import compose_config, plain
 from masksae.datamodule import estimate_scale
 from masksae.models import load_model
+from masksae.progress import duration
 from masksae.resources import cache_root, clean_validation_activations, shared_model, split_sequences
 
 D_SAE, K, BATCH = 16384, 64, 4096
@@ -37,13 +38,30 @@ def real_batch(cfg, model) -> torch.Tensor:
     return acts_ND[rows_B] * estimate_scale(acts_ND, 20000, seed=0)
 
 
+class Stages:
+    """`[bench] stage i/n: what (time so far)` as each stage starts: a bench runs for minutes to hours."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names, self.started = names, time.time()
+
+    def start(self, name: str) -> None:
+        print(f"[bench] stage {self.names.index(name) + 1}/{len(self.names)}: {name} ({duration(time.time() - self.started)} so far)",
+              flush=True)
+
+
 def measure(args: argparse.Namespace) -> dict:
     results: dict = {"machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                                  "processor": platform.processor() or platform.machine(), "load_avg_start": os.getloadavg()}}
     started = time.time()
+    names = ["matmul peak", "LLM forwards (full vs stop-at-layer, fp32 and bf16)", "SAE steps vs SAELens (TopK, JumpReLU, dense)"]
+    names += ["data path: sharded read vs in-memory, training jobs' peak RSS"] if args.data != "skip" else []
+    names += [f"16-run grid ({args.grid}): naive vs ours"] if args.grid != "skip" else []
+    stages = Stages(names)
+    stages.start(names[0])
     peak = matmul_peak_flops(4096, args.repeats)
     results["matmul_peak_flops_fp32_4096"] = peak
 
+    stages.start(names[1])
     cfg = compose_config("train")
     model = shared_model(cfg)
     layer = int(cfg.layer)
@@ -55,6 +73,7 @@ def measure(args: argparse.Namespace) -> dict:
     results["llm"] = {**llm, "model": cfg.model.name, "layer": layer, "batch": list(ids_BS.shape)}
     results["stop_at_layer_speedup"] = llm["ratio"]
 
+    stages.start(names[2])
     x_BD = real_batch(cfg, model)
     for architecture in ("topk", "jumprelu"):
         step = compare_with_saelens(architecture, x_BD, D_SAE, K, args.repeats, with_compile=args.compile)
@@ -66,12 +85,13 @@ def measure(args: argparse.Namespace) -> dict:
     results["sae_step_sizes"] = {"d_in": x_BD.shape[1], "d_sae": D_SAE, "k": K, "batch": BATCH, "dtype": "float32", "device": "cpu"}
 
     if args.data != "skip":
-        print("[bench] data path: sharded read vs in-memory read, then training jobs' peak RSS", flush=True)
+        stages.start(names[3])
         results["data"] = data.measure() if args.data == "full" else {"read": data.read_throughput(400_000)}
         results["sharded_read_vs_in_memory"] = results["data"]["read"]["ratio"]
         if "rss_ratio" in results["data"]:
             results["peak_rss_1m_over_200k_tokens"] = results["data"]["rss_ratio"]
     if args.grid != "skip":
+        stages.start(names[-1])
         with tempfile.TemporaryDirectory(prefix="masksae-bench-") as workdir:
             grid = compare_grid(GRID_SIZES[args.grid], Path(workdir))
         results["grid"] = {**grid, "sizes": args.grid, "overrides": GRID_SIZES[args.grid]}

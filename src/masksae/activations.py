@@ -15,6 +15,7 @@ import torch
 
 from masksae.masking import MaskSpec, mask_tokens
 from masksae.batching import RowsInMemory
+from masksae.progress import progress
 
 if TYPE_CHECKING:  # type-only: importing transformers costs seconds, and cache readers need none of it
     from transformers import PreTrainedTokenizerBase
@@ -124,9 +125,8 @@ def activation_chunks(model: LoadedModel, sequences_NS: torch.Tensor, spec: Acti
     n_batches = math.ceil((len(sequences_NS) - first_sequence) / batch_size)
     order_N = torch.arange(first_sequence, len(sequences_NS))
     batches = iterate_activations(model, sequences_NS, spec.layer, spec.mask(), batch_size, order_N)
+    batches = progress(batches, n_batches, f"LLM activations ({spec.split}, p={spec.mask_prob:g})", "batches", log)
     for index, (acts_TD, masked_T) in enumerate(batches):
-        if (index + 1) % max(1, n_batches // 10) == 0:
-            log.info("LLM activations (%s, p=%g): %d/%d batches, %.0f s", spec.split, spec.mask_prob, index + 1, n_batches, time.perf_counter() - started)
         yield acts_TD.to(getattr(torch, spec.dtype)), masked_T, min(first_sequence + (index + 1) * batch_size, len(sequences_NS))
     elapsed = time.perf_counter() - started
     log.info("LLM activations: %d sequences in %.0f s (%.0f tok/s)", len(order_N), elapsed, order_N.numel() * sequences_NS.shape[1] / max(elapsed, 1e-9))

@@ -1,5 +1,6 @@
-"""Lightning callbacks of a training job: the step a resume continued from, and a checkpoint when the job is told to
-stop: SLURM's warning before the time limit or a preemption (USR2, on which submitit requeues the job) or SIGTERM."""
+"""Lightning callbacks of a training job: its progress, the step a resume continued from, and a checkpoint when the job
+is told to stop: SLURM's warning before the time limit or a preemption (USR2, on which submitit requeues the job) or
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,7 +12,36 @@ from typing import Any
 
 import lightning as L
 
+from masksae.progress import ProgressReport
+
 log = logging.getLogger(__name__)
+
+
+class TrainingProgress(L.Callback):
+    """Optimizer steps out of max_steps (from where a resume started) with the current loss: a bar on a terminal, a
+    log line every ~10% or minute elsewhere. Replaces Lightning's bar, which floods logs and knows no total here."""
+
+    def __init__(self) -> None:
+        self.report: ProgressReport | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.report = ProgressReport("training", trainer.max_steps, "steps", start=trainer.global_step, logger=log).__enter__()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if self.report is not None:
+            self.report.update(trainer.global_step, f"loss {float(loss):.4g}" if loss is not None else "")
+
+    def _close(self) -> None:
+        if self.report is not None:
+            self.report.__exit__(None, None, None)
+            self.report = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._close()
 
 
 class ResumeRecorder(L.Callback):

@@ -4,7 +4,10 @@ third-party advertisements and other packages' deprecation warnings."""
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+
+from masksae.progress import on_terminal
 
 
 class _DropAdvertisements(logging.Filter):
@@ -27,3 +30,10 @@ def quiet_third_parties() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisements())
     for category in (DeprecationWarning, FutureWarning):  # ours still show: they are ours to fix
         warnings.filterwarnings("ignore", category=category, module=r"^(?!masksae)")
+    # sbatch runs the job as SLURM's own task; Lightning suggests srun because the command exists
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used")
+    if not on_terminal():  # tqdm bars of Hugging Face and MLflow downloads: carriage returns in a log file
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from masksae.errors import ConfigError, OfflineError
 from masksae.locks import exclusive_lock
+from masksae.progress import duration
+
+log = logging.getLogger(__name__)
 
 MODEL_SOURCES = ("gguf_package", "gguf_pip_file", "hub")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -171,7 +176,11 @@ def converted_model_dir(model_cfg: Mapping[str, Any], cache_root: Path) -> Path:
     with exclusive_lock(cache_root / "models" / f".{model_cfg['name']}.lock"):
         if (target / "model.safetensors").exists() and (target / "tokenizer_config.json").exists():
             return target
+        started = time.perf_counter()
+        log.info("model conversion (%s, once per machine): 1/3 assembling the GGUF file", model_cfg["name"])
         gguf_path = _gguf_file(model_cfg, cache_root)
+        log.info("model conversion: 2/3 de-quantizing %s (%.0f MB), %s so far", gguf_path.name, gguf_path.stat().st_size / 1e6,
+                 duration(time.perf_counter() - started))
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         quantized = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
         config = quantized.config
@@ -179,12 +188,14 @@ def converted_model_dir(model_cfg: Mapping[str, Any], cache_root: Path) -> Path:
             delattr(config, "quantization_config")
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         plain.load_state_dict(quantized.state_dict())
+        log.info("model conversion: 3/3 saving safetensors to %s, %s so far", target, duration(time.perf_counter() - started))
         staging = Path(tempfile.mkdtemp(prefix=f".{model_cfg['name']}-", dir=target.parent))
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
+        log.info("model conversion: done in %s", duration(time.perf_counter() - started))
     return target
 
 

@@ -12,7 +12,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from masksae.callbacks import PreemptionCheckpoint, ResumeRecorder
+from masksae.callbacks import PreemptionCheckpoint, ResumeRecorder, TrainingProgress
 from masksae.checkpoints import LAST
 from masksae.files import write_atomically
 
@@ -31,12 +31,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def build_trainer(checkpoint_dir: Path, total_steps: int, checkpoint_every: int, logger: Any,
                   options: dict[str, Any]) -> tuple[L.Trainer, ResumeRecorder]:
     """A Trainer for `total_steps` optimizer steps that checkpoints to `checkpoint_dir/last.ckpt` every
-    `checkpoint_every` steps (and on SIGUSR2) through AtomicCheckpointIO; `options` are further Trainer arguments."""
+    `checkpoint_every` steps (and on SIGUSR2) through AtomicCheckpointIO; `options` are further Trainer arguments
+    (`enable_progress_bar` shows TrainingProgress instead of Lightning's bar)."""
     recorder = ResumeRecorder()
+    options = dict(options)
+    shown: list[Any] = [TrainingProgress()] if options.pop("enable_progress_bar", True) else []
     checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every)
     plugins: list[Any] = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # submitit owns requeueing: Lightning's own SIGUSR1 requeue stays off
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer = L.Trainer(**options, max_steps=total_steps, max_epochs=1, logger=logger, plugins=plugins,
-                        callbacks=[recorder, PreemptionCheckpoint(checkpoint_dir / LAST), checkpoints], num_sanity_val_steps=0)
+    trainer = L.Trainer(**options, max_steps=total_steps, max_epochs=1, logger=logger, plugins=plugins, enable_progress_bar=False,
+                        callbacks=[recorder, PreemptionCheckpoint(checkpoint_dir / LAST), checkpoints, *shown], num_sanity_val_steps=0)
     return trainer, recorder

@@ -25,6 +25,7 @@ from masksae.corpora.splits import SPLITS, Document, select_key
 from masksae.corpora.store import discard_partial, read_manifest, valid_manifest, write_manifest, write_splits
 from masksae.errors import ConfigError
 from masksae.locks import exclusive_lock
+from masksae.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,8 @@ def _collect_offline_documents(c: dict[str, Any]) -> tuple[list[Document], dict[
     workers = c.get("workers") or _default_workers()
     stats: dict[str, int] = {"man_pages_selected": len(pages)}
     docs: list[Document] = []
-    for (source, _, _), (text, status) in zip(pages, render_man_pages([p[1] for p in pages], workers)):
+    rendered = progress(render_man_pages([p[1] for p in pages], workers), len(pages), "corpus build: man pages rendered", "pages", log)
+    for (source, _, _), (text, status) in zip(pages, rendered):
         key = status if text is None else ("too short" if len(text) < c["min_chars"] else "ok")
         stats[key] = stats.get(key, 0) + 1
         if key == "ok":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -9,7 +10,10 @@ import torch
 
 from masksae.activations import special_positions
 from masksae.models import LoadedModel
+from masksae.progress import progress
 from masksae.saes import SparseAutoencoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,7 +114,8 @@ def ce_metrics(model: LoadedModel, sae: SparseAutoencoder, layer: int, sequences
     KL(clean || SAE). Memory: two [batch_size, S, vocab] logits and a few positions' log-probabilities."""
     totals = {"clean": 0.0, "sae": 0.0, "kl": 0.0}
     count = 0
-    for ids_BS in sequences_NS.split(batch_size):
+    batches = sequences_NS.split(batch_size)
+    for ids_BS in progress(batches, len(batches), "core eval: CE with the SAE spliced in", "batches", log):
         ids_BS = ids_BS.to(model.device)
         keep_BS1, target_BT = _non_special_targets(model, ids_BS)
 

@@ -18,6 +18,7 @@ from masksae.evals.shared import ce_loss_zero, spelling_setup, task_activations
 from masksae.evals.suites import tasks_in_use
 from masksae.evals.task_activations import latents, pooled_latents
 from masksae.models import LoadedModel
+from masksae.progress import duration
 from masksae.resources import split_sequences
 from masksae.saes import SparseAutoencoder
 
@@ -98,8 +99,10 @@ def run_evals(cfg: DictConfig, model: LoadedModel, sae: SparseAutoencoder, scale
     }
     wanted = [name for name in ("core", "absorption") if name in cfg.eval.evals]
     wanted += ["probing"] if {"sparse_probing", "ood"} & set(cfg.eval.evals) else []
-    for name in wanted:
+    for index, name in enumerate(wanted, start=1):
+        log.info("eval %d/%d: %s", index, len(wanted), name)
         started = time.perf_counter()
         suites[name]()
         result.metrics[f"eval_time/{name}_s"] = time.perf_counter() - started
+        log.info("eval %d/%d: %s done in %s", index, len(wanted), name, duration(result.metrics[f"eval_time/{name}_s"]))
     return result

@@ -19,6 +19,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from transformers import PreTrainedTokenizerBase
 
 from masksae.models import LoadedModel
+from masksae.progress import progress
 
 log = logging.getLogger(__name__)
 LETTERS = string.ascii_lowercase
@@ -108,7 +109,8 @@ def word_activations(model: LoadedModel, layer: int, prompts: list[str], batch_s
     encoded = [tokenizer(prompt).input_ids for prompt in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch: less padding
     rows: dict[int, torch.Tensor] = {}
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in progress(starts, len(starts), "absorption set-up: ICL prompts through the LLM", "batches", log):
         batch = order[start : start + batch_size]
         width = max(len(encoded[i]) for i in batch)
         ids_BS = torch.tensor([encoded[i] + [pad_id] * (width - len(encoded[i])) for i in batch])

@@ -13,6 +13,7 @@ import torch
 
 from masksae.activations import special_positions
 from masksae.models import LoadedModel
+from masksae.progress import progress
 from masksae.saes import SparseAutoencoder
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ def compute_task_activations(
     acts_TD = torch.empty(len(example_T), model.d_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     started, filled = time.perf_counter(), 0
-    for start in range(0, len(texts), batch_size):
+    starts = range(0, len(texts), batch_size)
+    for start in progress(starts, len(starts), "task activations", "batches", log):
         batch = encoded[start : start + batch_size]
         width = max(len(ids) for ids in batch)
         ids_BS = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in batch])
