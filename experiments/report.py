@@ -10,13 +10,15 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from experiments import figures
+from experiments import figures, report_page
 from experiments.cli import or_exit
 from experiments.runs import REPORT_TAG, SweepRun, experiment_id, load_sweep, search_all
 from experiments.table import METRICS, Row, build_rows, by_setting, markdown_table, verdict, write_csv
 from masksae.config import CONF_DIR
 from masksae.errors import ConfigError
 from masksae.tracking import REPO_ROOT, tracking_uri
+
+MAX_DESCRIPTION = 8000  # MLflow's longest tag value; a longer report is cut (its page and markdown are whole)
 
 
 
@@ -125,6 +127,7 @@ def log_parent_run(client: Any, experiment: str, sweep_id: str, folder: Path, ru
     else:
         run_id = client.create_run(exp_id, run_name=f"report-{sweep_id}", tags={"sweep_id": sweep_id, REPORT_TAG: "true"}).info.run_id
     client.set_tag(run_id, "n_runs", str(len(runs)))
+    client.set_tag(run_id, "mlflow.note.content", report_page.description(folder / "report.md", "report")[:MAX_DESCRIPTION])
     client.log_artifacts(run_id, str(folder), artifact_path="report")
     for run in runs:
         client.set_tag(run.run_id, "mlflow.parentRunId", run_id)
@@ -148,6 +151,7 @@ def build_report(cfg: DictConfig) -> Report:
     plots = write_plots(runs, folder / "plots", confidence)
     markdown = folder / "report.md"
     markdown.write_text(render_markdown(sweep_id, experiment, runs, rows, plots, _notes(runs, notes), confidence))
+    report_page.write_page(markdown)
     return Report(folder, markdown, log_parent_run(client, experiment, sweep_id, folder, runs), rows)
 
 

@@ -1,5 +1,5 @@
-"""The sweep report from a real tiny sweep (4 smoke runs through the pipeline into a real MLflow store): table, CIs,
-paired rows, PNG plots, parent run; and each run's inspection page."""
+"""The sweep report from a real tiny sweep (conftest: 4 smoke runs through the pipeline into a real MLflow store): table,
+CIs, paired rows, PNG plots, HTML page, parent run; and each run's inspection page."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
-from omegaconf import OmegaConf
 from PIL import Image
 
 from experiments.report import build_report, render_markdown
@@ -22,32 +20,12 @@ from experiments.runs import load_sweep
 from experiments.table import build_rows
 from masksae.config import compose_config
 from masksae.errors import ConfigError
-from masksae.pipeline import train_one
-from masksae.tracking import SWEEP_ID_ENV
+from tests.experiments.conftest import EXPERIMENT, SWEEP_ID, report_cfg
 from tests.parts import import_or_missing
 
 pytestmark = pytest.mark.slow
 
-SWEEP_ID = "reporttest01"
-EXPERIMENT = "report-test"
 EV = "core/explained_variance"
-
-
-@pytest.fixture(scope="module")
-def sweep(make_cfg, gemma, mlflow_uri) -> MlflowClient:
-    """mask_prob {0, 0.2} x seed {0, 1}, TopK k=16, core + absorption evals, one sweep id."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(SWEEP_ID_ENV, SWEEP_ID)
-        for mask_prob in (0, 0.2):
-            for seed in (0, 1):
-                train_one(make_cfg("debug=smoke", "sae=topk", "sae.k=16", f"mask_prob={mask_prob}", f"seed={seed}",
-                                   "eval.evals=[core,absorption]", f"tracking.experiment={EXPERIMENT}"))
-    return MlflowClient(tracking_uri=mlflow_uri)
-
-
-def _report_cfg(mlflow_uri: str, out: Path, sweep_id: object = SWEEP_ID):
-    return OmegaConf.create({"sweep_id": sweep_id, "out": str(out), "confidence": 0.95,
-                             "tracking": {"uri": mlflow_uri, "experiment": EXPERIMENT}})
 
 
 def _csv_row(rows: list[dict[str, str]], mask_prob: str, kind: str, metric: str) -> dict[str, str]:
@@ -94,20 +72,24 @@ def test_report_cli_builds_table_plots_and_parent_run(sweep, session_env, repo_r
     [parent] = [r for r in runs if r.data.tags.get("report") == "true"]
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep_id"] == SWEEP_ID
     logged = {a.path for a in sweep.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/report.md", "report/table.csv", "report/plots"} <= logged
+    assert {"report/report.md", "report/report.html", "report/table.csv", "report/plots"} <= logged
+    page = (out / "report.html").read_text()
+    assert page.count("<table>") == markdown.count("## gemma3") and page.count('src="data:image/png;base64,') == len(plots)
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("# Masked regularization") and "open `report/report.html` under Artifacts" in note and "](plots/" not in note
     assert len(sweep.list_artifacts(parent.info.run_id, "report/plots")) == 2
     assert {r.data.tags.get("mlflow.parentRunId") for r in by_point.values()} == {parent.info.run_id}
 
-    rebuilt = build_report(_report_cfg(mlflow_uri, tmp_path / "again"))  # same sweep: the parent run is reused
+    rebuilt = build_report(report_cfg(mlflow_uri, tmp_path / "again"))  # same sweep: the parent run is reused
     assert rebuilt.parent_run_id == parent.info.run_id
     assert len([r for r in sweep.search_runs([parent.info.experiment_id], "tags.report = 'true'")]) == 1
 
 
 def test_bad_sweep_ids_fail_before_any_work(sweep, mlflow_uri, tmp_path) -> None:
     with pytest.raises(ConfigError, match="sweep_id='nosuchsweep'"):
-        build_report(_report_cfg(mlflow_uri, tmp_path / "r", "nosuchsweep"))
+        build_report(report_cfg(mlflow_uri, tmp_path / "r", "nosuchsweep"))
     with pytest.raises(ConfigError, match="quote ids that look like numbers"):
-        build_report(_report_cfg(mlflow_uri, tmp_path / "r", 123))
+        build_report(report_cfg(mlflow_uri, tmp_path / "r", 123))
     assert not (tmp_path / "r").exists()
 
 

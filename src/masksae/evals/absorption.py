@@ -173,9 +173,14 @@ def absorption_on_words(
     return results, *summarise(results, settings)
 
 
+def passes_probe_gate(probe_f1: float, n_probe_true_positives: int, min_probe_f1: float) -> bool:
+    """Whether a letter's ground-truth probe is good enough for its absorption to count (SAEBench's F1 gate)."""
+    return probe_f1 > min_probe_f1 and n_probe_true_positives > 0
+
+
 def summarise(results: list[LetterResult], settings: AbsorptionSettings) -> tuple[dict[str, float], str]:
     """`absorption/*` metrics over the letters whose probe passes the F1 gate, and a status line."""
-    kept = [r for r in results if r.probe_f1 > settings.min_probe_f1 and r.n_probe_true_positives > 0]
+    kept = [r for r in results if passes_probe_gate(r.probe_f1, r.n_probe_true_positives, settings.min_probe_f1)]
     full = np.array([r.full_absorption_rate for r in kept])
     fraction = np.array([r.mean_absorption_fraction for r in kept])
     splits = np.array([len(r.main_latents) for r in kept])
