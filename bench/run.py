@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from bench import data
+from bench.evals import eval_seconds_per_sae
 from bench.grid import compare_grid
 from bench.llm import compare_forwards, stop_at_layer_tokens_per_s
 from bench.sae_step import compare_with_saelens, dense_step_flops, matmul_peak_flops
@@ -54,6 +55,7 @@ def measure(args: argparse.Namespace) -> dict:
                                  "processor": platform.processor() or platform.machine(), "load_avg_start": os.getloadavg()}}
     started = time.time()
     names = ["matmul peak", "LLM forwards (full vs stop-at-layer, fp32 and bf16)", "SAE steps vs SAELens (TopK, JumpReLU, dense)"]
+    names += ["evals of one SAE (set-up cached)"] if args.evals else []
     names += ["data path: sharded read vs in-memory, training jobs' peak RSS"] if args.data != "skip" else []
     names += [f"16-run grid ({args.grid}): naive vs ours"] if args.grid != "skip" else []
     stages = Stages(names)
@@ -84,8 +86,12 @@ def measure(args: argparse.Namespace) -> dict:
     results["sae_step_peak_fraction"] = dense["dense_step_flops"] / peak
     results["sae_step_sizes"] = {"d_in": x_BD.shape[1], "d_sae": D_SAE, "k": K, "batch": BATCH, "dtype": "float32", "device": "cpu"}
 
+    if args.evals:
+        stages.start("evals of one SAE (set-up cached)")
+        results["evals"] = eval_seconds_per_sae()
+        results["eval_seconds_per_sae"] = results["evals"]["eval_seconds_per_sae"]
     if args.data != "skip":
-        stages.start(names[3])
+        stages.start("data path: sharded read vs in-memory, training jobs' peak RSS")
         results["data"] = data.measure() if args.data == "full" else {"read": data.read_throughput(400_000)}
         results["sharded_read_vs_in_memory"] = results["data"]["read"]["ratio"]
         if "rss_ratio" in results["data"]:
@@ -108,6 +114,7 @@ TARGETS = {
     "grid_speedup_vs_naive": (">=", 2.0, "16-run grid wall time, naive / ours"),
     "sae_step_peak_fraction": (">=", 0.5, "dense SAE step FLOP/s / measured 4096^2 fp32 matmul peak"),
     "sharded_read_vs_in_memory": (">=", 0.8, "training batches/s, sharded memory-mapped cache / whole set in memory (warm page cache)"),
+    "eval_seconds_per_sae": ("<=", 45.0, "seconds for all default evals of one SAE, the layer's eval set-up cached (2-core CPU)"),
     "peak_rss_1m_over_200k_tokens": ("<=", 1.10, "training job peak RSS at 1M training tokens / at 200k (eval.evals=[])"),
 }
 
@@ -131,6 +138,9 @@ def markdown(results: dict) -> str:
         f"- JumpReLU step: ours {jump['ours_tokens_per_s']:.0f} tok/s, SAELens {jump['saelens_tokens_per_s']:.0f} tok/s"
         + (f", ours compiled {jump['ours_compiled_tokens_per_s']:.0f} tok/s" if "ours_compiled_tokens_per_s" in jump else ""),
     ]
+    if "evals" in results:
+        lines.append(f"- evals of one SAE ({results['evals']['sae']}, d_sae {results['evals']['d_sae']}, {', '.join(results['evals']['evals'])}): "
+                     + ", ".join(f"{name.removeprefix('eval_time/').removesuffix('_s')} {seconds:.0f} s" for name, seconds in results["evals"]["suites"].items()))
     if "data" in results:
         read = results["data"]["read"]
         lines.append(f"- data read ({read['rows']} rows x d 640 fp32, batch {read['batch']}, buffer {read['buffer_rows']} rows): in memory "
@@ -155,6 +165,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time our steps under torch.compile")
     parser.add_argument("--data", choices=["full", "read", "skip"], default="full",
                         help="data-path figures: read throughput and training jobs' peak RSS at 200k and 1M tokens (full), the read only, or none")
+    parser.add_argument("--no-evals", dest="evals", action="store_false", help="skip eval_seconds_per_sae")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     args = parser.parse_args()
     results = measure(args)

@@ -52,7 +52,9 @@ def mlflow_ui(repo_root: Path, store: str, artifacts: Path) -> Iterator[str]:
 def _install_browser() -> None:
     if os.geteuid() != 0:
         missing(f"chromium and its chromedriver are not installed and this is not root: apt-get install {' '.join(BROWSER_PACKAGES)}")
-    command = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *BROWSER_PACKAGES]
+    # without their man pages: the offline corpus renders the machine's man pages, and would change mid-session
+    command = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Options::=--path-exclude=/usr/share/man/*",
+               *BROWSER_PACKAGES]
     environment = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     if subprocess.run(command, env=environment, capture_output=True).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], env=environment, capture_output=True)
