@@ -28,9 +28,9 @@ def test_values_carry_their_standard_error_where_they_have_a_finite_one() -> Non
 
 def test_headline_table_has_a_column_per_run_and_only_the_metrics_some_run_has() -> None:
     runs = [RunSummary("topk-p0", {"core/l0": 64.0, "core/explained_variance": 0.81}, "r0", "1"),
-            RunSummary("topk-p0.1", {"core/l0": 63.5}, "r1", "1")]
+            RunSummary("eval-[sae]", {"core/l0": 63.5}, "r1", "1")]
     text = _text(headline_table(runs, "Headline metrics"))
-    assert "topk-p0.1" in text and "explained_variance" in text and "absorption" not in text
+    assert "eval-[sae]" in text and "explained_variance" in text and "absorption" not in text
     explained = next(line for line in text.splitlines() if "explained_variance" in line).split()
     assert explained[-2:] == ["0.81", "-"]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from masksae.tracking import REPO_ROOT
 from masksae.ui_links import HEADLINE_METRICS, LOCAL_UI, experiment_link, run_link, ui_address
@@ -52,7 +53,7 @@ def headline_table(runs: Sequence[RunSummary], title: str) -> Table:
     table.add_column("suite")
     table.add_column("metric")
     for run in runs:
-        table.add_column(run.name, justify="right", overflow="fold")
+        table.add_column(Text(run.name), justify="right", overflow="fold")  # Text: a name is never read as markup
     for name in HEADLINE_METRICS:
         if any(name in run.metrics for run in runs):
             suite, metric = name.split("/", 1)
@@ -88,7 +89,7 @@ def print_run_summaries(runs: Sequence[RunSummary], tracking_uri: str, title: st
     out = console()
     out.print(headline_table(runs, title))
     for run in runs:
-        out.print(f"[bold]{run.name}[/bold]" if len(runs) > 1 else "Where to look:")
+        out.print(run.name if len(runs) > 1 else "Where to look:", style="bold", markup=False)
         for line in where_to_look(run, tracking_uri):
             out.print(f"  {line}", soft_wrap=True, markup=False)
 
@@ -118,7 +119,7 @@ def sweep_table(sweep_id: str, rows: Sequence[SweepRow]) -> Table:
     for label, _ in columns:
         table.add_column(label, justify="right")
     for row in rows:
-        table.add_row(row.name, row.status, *(f"{row.metrics[name]:.4g}" if name in row.metrics else "-" for _, name in columns))
+        table.add_row(Text(row.name), row.status, *(f"{row.metrics[name]:.4g}" if name in row.metrics else "-" for _, name in columns))
     return table
 
 
