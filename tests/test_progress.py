@@ -26,9 +26,11 @@ def test_a_line_once_a_minute_between_tenths(caplog: pytest.LogCaptureFixture, m
     monkeypatch.setattr(progress_module, "on_terminal", lambda: False)
     clock = iter(range(0, 10_000, 30))  # each call 30 s later
     monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    read: list[int] = []
     with caplog.at_level(logging.INFO, logger="masksae.progress"), ProgressReport("training", 1000, "steps", start=400) as report:
         for step in range(401, 405):
-            report.update(step, "loss 0.5")
+            report.update(step, lambda step=step: read.append(step) or "loss 0.5")
+    assert read == [402, 404]  # the loss is read only for the lines printed
     lines = [record.getMessage() for record in caplog.records]
     assert lines == ["training: 402/1000 steps (40%), 1m00s, about 4h59m left, loss 0.5",
                      "training: 404/1000 steps (40%), 2m00s, about 4h58m left, loss 0.5"]  # resumed at 400: rate from there

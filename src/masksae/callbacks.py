@@ -30,7 +30,7 @@ class TrainingProgress(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if self.report is not None:
-            self.report.update(trainer.global_step, f"loss {float(loss):.4g}" if loss is not None else "")
+            self.report.update(trainer.global_step, (lambda: f"loss {float(loss):.4g}") if loss is not None else "")
 
     def _close(self) -> None:
         if self.report is not None:

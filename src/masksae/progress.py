@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 Item = TypeVar("Item")
 LOG_EVERY_S = 60.0
+NOTE_EVERY_S = 0.5  # a bar's note (e.g. the loss) is refreshed at most this often
 log = logging.getLogger("masksae.progress")
 
 
@@ -37,7 +38,7 @@ class ProgressReport:
     def __init__(self, what: str, total: int, unit: str = "items", start: int = 0, logger: logging.Logger | None = None) -> None:
         self.what, self.total, self.unit, self.start = what, max(total, 1), unit, start
         self.logger = logger or log
-        self.started = self.last_time = time.perf_counter()
+        self.started = self.last_time = self.last_note = time.perf_counter()
         self.last_tenth = start * 10 // self.total
         self.bar: Progress | None = None
 
@@ -54,12 +55,17 @@ class ProgressReport:
         if self.bar is not None:
             self.bar.stop()
 
-    def update(self, done: int, note: str = "") -> None:
-        """`done` of `total` are done; `note` (e.g. the current loss) goes beside the description."""
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, description=f"{self.what} {note}".rstrip())
-            return
+    def update(self, done: int, note: str | Callable[[], str] = "") -> None:
+        """`done` of `total` are done; `note` (e.g. the current loss) goes beside the description. A callable note is
+        called only when it is shown (reading a loss on a GPU waits for the step: not every step)."""
         now = time.perf_counter()
+        if self.bar is not None:
+            if done < self.total and now - self.last_note < NOTE_EVERY_S:
+                self.bar.update(self.task, completed=done)
+                return
+            self.last_note = now
+            self.bar.update(self.task, completed=done, description=f"{self.what} {_text(note)}".rstrip())
+            return
         tenth = done * 10 // self.total
         if done < self.total and tenth <= self.last_tenth and now - self.last_time < LOG_EVERY_S:
             return
@@ -67,8 +73,13 @@ class ProgressReport:
         elapsed = now - self.started
         rate = (done - self.start) / elapsed if elapsed > 0 else 0.0
         left = "done" if done >= self.total else f"about {duration((self.total - done) / rate if rate else float('nan'))} left"
+        shown = _text(note)
         self.logger.info("%s: %d/%d %s (%d%%), %s, %s%s", self.what, done, self.total, self.unit, 100 * done // self.total,
-                         duration(elapsed), left, f", {note}" if note else "")
+                         duration(elapsed), left, f", {shown}" if shown else "")
+
+
+def _text(note: str | Callable[[], str]) -> str:
+    return note() if callable(note) else note
 
 
 def progress(items: Iterable[Item], total: int, what: str, unit: str = "items", logger: logging.Logger | None = None) -> Iterator[Item]:
