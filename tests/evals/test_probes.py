@@ -10,7 +10,7 @@ import torch
 
 from masksae.evals.probes import fit_probe, validation_splits
 from masksae.evals.runner import _mean_and_se
-from masksae.evals.task_activations import TaskActivations
+from masksae.evals.task_activations import TaskActivations, ids_ending_at_a_word
 
 
 def _task(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -50,3 +50,22 @@ def test_the_last_token_representation_is_each_text_s_last_kept_token() -> None:
     task = TaskActivations(acts_TD, torch.tensor([0, 0, 0, 1, 2, 2]), ["a", "b", "a"], ["train"] * 3, {})
     assert torch.equal(task.last_token_residuals(), acts_TD[[2, 3, 5]])
     assert torch.equal(task.residuals("mean"), torch.stack([acts_TD[:3].mean(0), acts_TD[3], acts_TD[4:].mean(0)]))
+
+
+def test_a_text_longer_than_the_context_is_cut_where_a_word_ends(gemma) -> None:
+    """The real tokenizer: plain truncation stops inside a word (a fragment as the last token); the cut keeps whole
+    words only, and a text that fits is tokenized as it is."""
+    tokenizer = gemma.tokenizer
+    text = "Die Donaudampfschifffahrtsgesellschaft beschäftigt Kapitänsmützenhersteller und Schifffahrtskaufleute " * 4
+
+    def truncated(context: int) -> str:
+        return tokenizer.decode(tokenizer(text, truncation=True, max_length=context).input_ids, skip_special_tokens=True)
+
+    context = next(c for c in range(8, 40) if text[len(truncated(c))] != " ")  # where plain truncation ends mid-word
+    ids = ids_ending_at_a_word(tokenizer, text, context)
+    kept = tokenizer.decode(ids, skip_special_tokens=True)
+    assert len(ids) <= context and text.startswith(kept) and text[len(kept)] == " "
+    with_next_word = text[: text.index(" ", len(kept) + 1)]
+    assert len(tokenizer(with_next_word).input_ids) > context  # as many whole words as fit
+    short = "Masked regularisation."
+    assert ids_ending_at_a_word(tokenizer, short, context) == tokenizer(short).input_ids

@@ -26,6 +26,8 @@ SPELLING_SETUP_KEYS = ("words_per_letter", "test_fraction", "icl_examples", "pro
 SPELLING_VERSION = 2
 # Bumped when the stored baselines' probes change (2: unstandardised features and sae-probes's C selection).
 PROBES_VERSION = 2
+# Bumped when the token ids of a task text change (2: a text longer than the context is cut at a word's end).
+TASK_TEXTS_VERSION = 2
 
 
 def _model_payload(cfg: DictConfig) -> dict[str, Any]:
@@ -65,7 +67,8 @@ def task_activations(cfg: DictConfig, model: LoadedModel, name: str) -> TaskActi
              "n_ood": int(eval_cfg.ood.ood_per_class) if name in eval_cfg.ood.tasks else 0}
     payload = {**_model_payload(cfg), "task": name, "fingerprint": task_fingerprint(name, spec), **sizes,
                "context_length": int(eval_cfg.sparse_probing.context_length), "ks": list(eval_cfg.sparse_probing.ks),
-               "c_grid": list(eval_cfg.ood.c_grid), "ood_representation": str(eval_cfg.ood.representation), "probes": PROBES_VERSION}
+               "c_grid": list(eval_cfg.ood.c_grid), "ood_representation": str(eval_cfg.ood.representation), "probes": PROBES_VERSION,
+               "texts": TASK_TEXTS_VERSION}
 
     def build() -> tuple[dict, dict]:
         data = build_task(name, spec, seed=int(eval_cfg.seed), cache_root=cache_root(cfg), **sizes)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from masksae.activations import special_positions
 from masksae.models import LoadedModel
@@ -71,14 +72,27 @@ def latents(sae: SparseAutoencoder, task: TaskActivations, representation: str) 
     return sae.encode(task.last_token_residuals()) if representation == "last_token" else pooled_latents(sae, task)
 
 
+def ids_ending_at_a_word(tokenizer: PreTrainedTokenizerBase, text: str, context_length: int) -> list[int]:
+    """Token ids of `text`, at most `context_length`; a longer text is cut at the last whitespace that fits, so it ends
+    with a whole word (its last token is what sae-probes's representation reads), not a word's first pieces."""
+    encoded = tokenizer(text, truncation=True, max_length=context_length, return_offsets_mapping=True)
+    if len(encoded.input_ids) < context_length or len(tokenizer(text).input_ids) <= context_length:
+        return list(encoded.input_ids)
+    end = max(stop for _, stop in encoded.offset_mapping)
+    cut = max(text.rfind(" ", 0, end + 1), text.rfind("\n", 0, end + 1))
+    if cut <= 0:  # one long word: keep the truncated tokens
+        return list(encoded.input_ids)
+    return list(tokenizer(text[:cut].rstrip(), truncation=True, max_length=context_length).input_ids)
+
+
 @torch.inference_mode()
 def compute_task_activations(
     model: LoadedModel, layer: int, texts: list[str], context_length: int, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token residuals of each text truncated to `context_length` tokens, and the text index of each token (the
+    """Per-token residuals of each text cut to `context_length` tokens at a word's end, and the text index of each token (the
     kept tokens are counted first, so the residuals are written into one tensor: no second copy)."""
     tokenizer, special_ids = model.tokenizer, model.special_ids()
-    encoded = [tokenizer(text, truncation=True, max_length=context_length).input_ids for text in texts]
+    encoded = [ids_ending_at_a_word(tokenizer, text, context_length) for text in texts]
     keep_N = [~special_positions(torch.tensor(ids, dtype=torch.long), special_ids) for ids in encoded]
     example_T = torch.cat([torch.full((int(keep.sum()),), index) for index, keep in enumerate(keep_N)]) if texts else torch.zeros(0, dtype=torch.long)
     acts_TD = torch.empty(len(example_T), model.d_model)
