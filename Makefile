@@ -55,7 +55,7 @@ demo: install ## the default run: gemma-3-270m layer 6, TopK SAE, mask_prob 0.1,
 	@echo "[demo] results: MLflow store $(CURDIR)/mlflow.db (browse with 'make mlflow-ui'), run folders in $(CURDIR)/outputs/runs/"
 
 test: install ## the test suite (real model, text, MLflow server over PostgreSQL, SLURM, grids)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=20  # the 20 slowest tests listed at the end: keep the suite under 30 min on 2 cores
 
 report: install ## the sweep's table, plots and markdown from MLflow, logged to a parent run: make report SWEEP_ID=<id>
 	@test -n "$(SWEEP_ID)" || { echo "usage: make report SWEEP_ID=<the sweep_id tag of the sweep's runs>" >&2; exit 2; }

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
-from masksae.summary import RunSummary, SweepRow, headline_table, sweep_table, value_with_se, where_to_look
+from masksae.summary import RunSummary, SweepRow, headline_table, print_run_summaries, sweep_table, value_with_se, where_to_look
 from masksae.tracking import REPO_ROOT
 
 
@@ -49,7 +50,17 @@ def test_where_to_look_links_the_server_ui_or_says_how_to_serve_the_store(tmp_pa
 def test_sweep_table_leaves_out_metrics_no_point_has() -> None:
     rows = [SweepRow("gemma3-270m-L6-topk-k64-d4096-p0.1-s0-ds0", "FINISHED", {"core/l0": 64.0, "core/explained_variance": 0.8}),
             SweepRow("gemma3-270m-L6-topk-k64-d4096-p0.3-s0-ds0", "FAILED", {})]
-    text = _text(sweep_table("abc", rows))
+    text = _text(sweep_table("Sweep abc", rows))
     assert "EV" in text and "OOD AUC" not in text
     failed = next(line for line in text.splitlines() if "p0.3" in line).split()
     assert failed == ["gemma3-270m-L6-topk-k64-d4096-p0.3-s0-ds0", "FAILED", "-", "-"]
+
+
+def test_many_runs_are_printed_a_row_each(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m evaluate sweep_id=` of an 18-run sweep: a row per run with whole names, not 18 folded columns."""
+    runs = [RunSummary(f"gemma3-270m-L6-topk-k64-d2048-p0.1-s{seed}-ds0", {"core/l0": 64.0, "ood/sae_auc_ood": 0.5 + seed / 100},
+                       f"r{seed}", "1") for seed in range(18)]
+    print_run_summaries(runs, "sqlite:////elsewhere.db", "Headline metrics")
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.lstrip().startswith("gemma3-270m") and "done" in line]
+    assert len(rows) == 18 and rows[17] == ["gemma3-270m-L6-topk-k64-d2048-p0.1-s17-ds0", "done", "64", "0.67"]

@@ -18,7 +18,7 @@ from masksae.plots import log_eval_figures
 from masksae.resources import clean_validation_activations, shared_model
 from masksae.saes import SparseAutoencoder
 from masksae.summary import RunSummary
-from masksae.tracking import log_eval_result, tracked_run, tracking_uri
+from masksae.tracking import latest_step, log_eval_result, tracked_run, tracking_uri
 
 
 def evaluate_sae(train_cfg: DictConfig, sae: SparseAutoencoder, scale: float) -> EvalResult:
@@ -46,7 +46,8 @@ def evaluate_logged_run(eval_cfg: DictConfig, client: Any, run_id: str) -> RunSu
         sae, saved = load_sae(client.download_artifacts(run_id, "sae", scratch))
     train_cfg = _with_eval_settings(train_cfg, eval_cfg)
     evaluated = evaluate_sae(train_cfg, sae, float(saved["metadata"]["activation_scale_folded"]))
-    log_eval_result(client, run_id, evaluated, step=0)
+    # at the step training logged its evals, or the UI and every reader would keep showing the training-time values
+    log_eval_result(client, run_id, evaluated, step=latest_step(client, run_id, evaluated.metrics))
     _log_figures(client, run_id, evaluated, train_cfg)
     info = client.get_run(run_id).info
     return RunSummary(info.run_name, evaluated.metrics, run_id, info.experiment_id)

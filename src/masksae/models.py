@@ -32,6 +32,17 @@ class _StopForward(Exception):
     """Raised from a hook to end a forward pass once the hooked layer has run."""
 
 
+class _SkippedBlock(nn.Module):
+    """Stands in for a decoder block that is not run: returns `resid_BSD` (the residual after it), or its input."""
+
+    def __init__(self, resid_BSD: torch.Tensor | None) -> None:
+        super().__init__()
+        self.resid_BSD = resid_BSD
+
+    def forward(self, hidden_states: torch.Tensor, *_args: Any, **_kwargs: Any) -> torch.Tensor:
+        return hidden_states if self.resid_BSD is None else self.resid_BSD
+
+
 @dataclass
 class LoadedModel:
     """A causal LM, its tokenizer and the decoder-block list that layer indices refer to."""
@@ -96,6 +107,30 @@ class LoadedModel:
             yield
         finally:
             handle.remove()
+
+
+    @contextlib.contextmanager
+    def starting_after(self, layer: int, resid_BSD: torch.Tensor) -> Iterator[None]:
+        """Within the block, a forward runs only the blocks above `layer` (and the head): blocks 0..layer are not run
+        and block `layer` outputs `resid_BSD`, e.g. a cached residual with an SAE spliced in. Decoder blocks return a
+        tensor in the pinned transformers (5.x), so the stand-ins do too."""
+        originals = [self.blocks[index] for index in range(layer + 1)]
+        for index in range(layer + 1):
+            self.blocks[index] = _SkippedBlock(resid_BSD if index == layer else None)
+        try:
+            yield
+        finally:
+            for index, block in enumerate(originals):
+                self.blocks[index] = block
+
+    @property
+    def unembedding(self) -> nn.Linear | None:
+        """The LM head when logits are exactly `head(final hidden state)` in float32 (a bias-free linear map, no
+        soft-capping as in Gemma-2, no bf16 rounding of the logits), else None."""
+        head = self.model.get_output_embeddings()
+        capped = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
+        exact = isinstance(head, nn.Linear) and head.bias is None and head.weight.dtype == torch.float32
+        return head if exact and capped is None else None
 
 
 def hook_name(layer: int) -> str:

@@ -18,6 +18,7 @@ from rich.text import Text
 from masksae.tracking import REPO_ROOT
 from masksae.ui_links import HEADLINE_METRICS, LOCAL_UI, experiment_link, run_link, ui_address
 
+MAX_RUN_COLUMNS = 4  # more runs than this are shown a row each
 SUITES = {"core": "core", "absorption": "absorption", "sparse_probing": "sparse probing", "ood": "OOD"}
 
 
@@ -87,7 +88,10 @@ def print_run_summaries(runs: Sequence[RunSummary], tracking_uri: str, title: st
     if not runs:
         return
     out = console()
-    out.print(headline_table(runs, title))
+    if len(runs) > MAX_RUN_COLUMNS:  # a row per run: 18 columns of folded names cannot be read
+        out.print(sweep_table(title, [SweepRow(run.name, "done", run.metrics) for run in runs]))
+    else:
+        out.print(headline_table(runs, title))
     for run in runs:
         out.print(run.name if len(runs) > 1 else "Where to look:", style="bold", markup=False)
         for line in where_to_look(run, tracking_uri):
@@ -110,10 +114,10 @@ class SweepRow:
     metrics: Mapping[str, float]
 
 
-def sweep_table(sweep_id: str, rows: Sequence[SweepRow]) -> Table:
+def sweep_table(title: str, rows: Sequence[SweepRow]) -> Table:
     """A row per grid point: its status and compact headline metrics (the columns no point has are left out)."""
     columns = [(label, name) for label, name in SWEEP_COLUMNS if any(name in row.metrics for row in rows)]
-    table = Table(title=f"Sweep {sweep_id}", box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("run", overflow="fold")
     table.add_column("status")
     for label, _ in columns:
@@ -126,6 +130,6 @@ def sweep_table(sweep_id: str, rows: Sequence[SweepRow]) -> Table:
 def print_sweep_summary(sweep_id: str, rows: Sequence[SweepRow], tracking_uri: str, experiment_id: str) -> None:
     """The sweep's table, then where its runs and its report are."""
     out = console()
-    out.print(sweep_table(sweep_id, rows))
+    out.print(sweep_table(f"Sweep {sweep_id}", rows))
     out.print(f"All runs: {mlflow_pointer(tracking_uri, experiment_id)}", soft_wrap=True, markup=False)
     out.print(f"Report (tables with intervals, plots): make report SWEEP_ID={sweep_id}", soft_wrap=True, markup=False)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,6 +256,13 @@ def log_metrics(client: Any, run_id: str, metrics: Mapping[str, float], step: in
 
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(name, float(value), now, step) for name, value in metrics.items()])
+
+
+def latest_step(client: Any, run_id: str, keys: Iterable[str]) -> int:
+    """The highest step at which the run logged any of these metrics (0 if none): values logged again at that step
+    become what MLflow shows as the run's metrics (its latest value is the one of the highest step, then the newest)."""
+    logged = set(client.get_run(run_id).data.metrics)
+    return max((metric.step for key in keys if key in logged for metric in client.get_metric_history(run_id, key)), default=0)
 
 
 def set_tags(client: Any, run_id: str, tags: Mapping[str, str]) -> None:

@@ -29,6 +29,14 @@ def test_the_l1_probe_zeroes_most_noise_features_and_the_l2_probe_none() -> None
     assert np.count_nonzero(l2_coef) == 62
 
 
+def test_the_l1_probe_is_the_same_fit_whatever_numpy_s_global_generator_did() -> None:
+    x_NF, y_N = _task(1)
+    np.random.seed(1)
+    first = fit_probe(x_NF, y_N, c=0.3, l1=True).coef_
+    np.random.seed(2)
+    assert np.array_equal(fit_probe(x_NF, y_N, c=0.3, l1=True).coef_, first)
+
+
 def test_validation_splits_follow_sae_probes() -> None:
     y_small = np.array([0, 1] * 30)
     small = validation_splits(y_small, seed=0)

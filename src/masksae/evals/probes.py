@@ -57,9 +57,11 @@ def top_k_by_mean_difference(x_NF: np.ndarray, y_N: np.ndarray, k: int) -> np.nd
 
 
 def fit_probe(x_NF: np.ndarray, y_N: np.ndarray, c: float = 1.0, l1: bool = False) -> LogisticRegression:
-    """Logistic regression, L2 (lbfgs) or L1 (liblinear: exact and deterministic; sae-probes's saga reaches the same
-    optimum), 1000 iterations at most as in both references."""
-    model = LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear", max_iter=1000) if l1 else LogisticRegression(C=c, max_iter=1000)
+    """Logistic regression, L2 (lbfgs) or L1 (liblinear, its coordinate order seeded: unseeded it draws from numpy's
+    global generator and the same fit differs between processes; sae-probes's saga reaches the same optimum), 1000
+    iterations at most as in both references."""
+    l1_probe = LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear", max_iter=1000, random_state=0)
+    model = l1_probe if l1 else LogisticRegression(C=c, max_iter=1000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # unscaled residuals, as in the references: reported, not fatal
         return model.fit(x_NF, y_N)

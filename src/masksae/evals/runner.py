@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from masksae.evals import absorption, ood, probing
 from masksae.evals.core import evaluate_core
 from masksae.evals.probes import one_vs_rest_tasks
-from masksae.evals.shared import ce_loss_zero, spelling_setup, task_activations
+from masksae.evals.shared import ce_loss_zero, core_reference, spelling_setup, task_activations
 from masksae.evals.suites import tasks_in_use
 from masksae.evals.task_activations import latents, pooled_latents
 from masksae.models import LoadedModel
@@ -52,7 +52,7 @@ def _core(cfg: DictConfig, model: LoadedModel, sae: SparseAutoencoder, scale: fl
     n_tokens = int(cfg.eval.core.ce_sequences) * int(cfg.activations.context_length)
     ce_sequences_NS = split_sequences(cfg, model, "validation", n_tokens)
     result.metrics.update(evaluate_core(model, sae, int(cfg.layer), val_acts_ND, ce_sequences_NS, scale, int(cfg.eval.core.batch_size),
-                                        ce_loss_zero(cfg, model, ce_sequences_NS)))
+                                        ce_loss_zero(cfg, model, ce_sequences_NS), core_reference(cfg, model, ce_sequences_NS)))
 
 
 def _absorption(cfg: DictConfig, model: LoadedModel, sae: SparseAutoencoder, result: EvalResult) -> None:

@@ -1,9 +1,10 @@
 """LLM-side eval work done once per (model, layer, eval settings) and cached: first-letter set-up, task activations,
-zero-ablation CE."""
+zero-ablation CE, the clean side of the core eval's splice."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from omegaconf import DictConfig
 
 from masksae.config import plain
 from masksae.evals import ood, probing
-from masksae.evals.core import zero_ablation_ce
+from masksae.evals.core import CleanReference, clean_reference, zero_ablation_ce
 from masksae.evals.probes import one_vs_rest_tasks
 from masksae.evals.spelling import SpellingSetup, as_setup, build_spelling_setup
 from masksae.evals.store import artifact_key, cached_artifact
@@ -26,6 +27,8 @@ SPELLING_SETUP_KEYS = ("words_per_letter", "test_fraction", "icl_examples", "pro
 SPELLING_VERSION = 2
 # Bumped when the stored baselines' probes change (2: unstandardised features and sae-probes's C selection).
 PROBES_VERSION = 2
+# Bumped when what clean_reference stores changes.
+CORE_REFERENCE_VERSION = 1
 # Bumped when the token ids of a task text change (2: a text longer than the context is cut at a word's end).
 TASK_TEXTS_VERSION = 2
 
@@ -84,14 +87,31 @@ def task_activations(cfg: DictConfig, model: LoadedModel, name: str) -> TaskActi
     return as_task_activations(*cached_artifact(cache_root(cfg), artifact_key("task", payload), build))
 
 
+def _sequences_payload(cfg: DictConfig, sequences_NS: torch.Tensor) -> dict[str, Any]:
+    fingerprint = hashlib.blake2b(sequences_NS.cpu().numpy().tobytes(), digest_size=16).hexdigest()
+    return {**_model_payload(cfg), "sequences": fingerprint, "shape": list(sequences_NS.shape)}
+
+
 def ce_loss_zero(cfg: DictConfig, model: LoadedModel, sequences_NS: torch.Tensor) -> float:
     """The zero-ablation CE of the core eval's sequences at this layer (SAE-independent: computed once, cached)."""
-    fingerprint = hashlib.blake2b(sequences_NS.cpu().numpy().tobytes(), digest_size=16).hexdigest()
-    payload = {**_model_payload(cfg), "sequences": fingerprint, "shape": list(sequences_NS.shape)}
 
     def build() -> tuple[dict, dict]:
         value = zero_ablation_ce(model, int(cfg.layer), sequences_NS, int(cfg.eval.core.batch_size))
         return {"ce_loss_zero": torch.tensor([value], dtype=torch.float64)}, {}
 
-    tensors, _ = cached_artifact(cache_root(cfg), artifact_key("ce_zero", payload), build)
+    tensors, _ = cached_artifact(cache_root(cfg), artifact_key("ce_zero", _sequences_payload(cfg, sequences_NS)), build)
     return float(tensors["ce_loss_zero"][0])
+
+
+def core_reference(cfg: DictConfig, model: LoadedModel, sequences_NS: torch.Tensor) -> CleanReference | None:
+    """The clean model's side of the core eval's splice at this layer (computed once, cached), or None for a model
+    whose logits are not a linear map of its last hidden state (then every SAE reruns the clean model)."""
+    if model.unembedding is None:
+        return None
+    payload = {**_sequences_payload(cfg, sequences_NS), "core_reference": CORE_REFERENCE_VERSION}
+
+    def build() -> tuple[dict, dict]:
+        return asdict(clean_reference(model, int(cfg.layer), sequences_NS, int(cfg.eval.core.batch_size))), {}
+
+    tensors, _ = cached_artifact(cache_root(cfg), artifact_key("core_reference", payload), build)
+    return CleanReference(**tensors)
