@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Protocol
 
 import torch
@@ -17,11 +18,15 @@ from masksae.shards import ShardedActivations
 
 class BufferRows(Protocol):
     """A shuffle buffer's rows: `len()` of them, in an order that depends only on what was read; `take(positions_B)`
-    copies those rows out, in any order (a batch is a set)."""
+    copies those rows out, in any order (a batch is a set). `batches(order_R, batch_size)`: a gather a batch, batch i
+    taking the rows at order_R[i * batch_size : (i + 1) * batch_size] (worked out when the buffer is read, so that a
+    gather only copies)."""
 
     def __len__(self) -> int: ...
 
     def take(self, positions_B: torch.Tensor) -> torch.Tensor: ...
+
+    def batches(self, order_R: torch.Tensor, batch_size: int) -> list[Callable[[], torch.Tensor]]: ...
 
 
 class BlockSource(Protocol):
@@ -46,6 +51,9 @@ class RowsInMemory:
     def take(self, positions_B: torch.Tensor) -> torch.Tensor:
         return self.rows_RD[positions_B]
 
+    def batches(self, order_R: torch.Tensor, batch_size: int) -> list[Callable[[], torch.Tensor]]:
+        return [partial(self.take, positions_B) for positions_B in order_R.split(batch_size)]
+
 
 class MappedRows:
     """A buffer of a sharded set as its row indices (ascending): each batch is gathered straight from the shards (one
@@ -61,7 +69,14 @@ class MappedRows:
         return len(self.rows_R)
 
     def take(self, positions_B: torch.Tensor) -> torch.Tensor:
-        return self.shards.gather(self.rows_R[positions_B].sort().values, self._mapped)
+        return self.batches(positions_B, len(positions_B))[0]()
+
+    def batches(self, order_R: torch.Tensor, batch_size: int) -> list[Callable[[], torch.Tensor]]:
+        """Each batch's rows sorted into file order and split by shard, for the whole buffer at once."""
+        rows_KB = self.rows_R[order_R].view(-1, batch_size).sort(dim=1).values
+        local_KB, counts_KS = self.shards.by_shard(rows_KB)
+        return [partial(self.shards.gather_local, local_B, counts_S, self._mapped)
+                for local_B, counts_S in zip(local_KB, counts_KS.tolist(), strict=True)]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -70,7 +85,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 class ShuffledBatches(IterableDataset):
     """Exactly n_rows // batch_size batches an epoch, from `start_step()` (read when iteration starts) to `total_steps`.
-    The next buffer is read in a background thread while the current one is trained on."""
+    The next buffer is read (and its batches' gathers worked out) in a background thread while the current one is
+    trained on."""
 
     def __init__(self, source: BlockSource, batch_size: int, buffer_rows: int, total_steps: int, start_step: Callable[[], int],
                  seed: int, scale: float) -> None:
@@ -95,8 +111,8 @@ class ShuffledBatches(IterableDataset):
                 self._layout = (epoch, order_K, self.source.rows_per_block_K[order_K].cumsum(0, dtype=torch.long))
             return self._layout[1], self._layout[2]
 
-    def _unshuffled(self, epoch: int, index: int) -> tuple[BufferRows, torch.Tensor]:
-        """Buffer `index` of `epoch`: its rows as read (a multiple of batch_size) and the seeded order to draw them in."""
+    def _gathers(self, epoch: int, index: int) -> list[Callable[[], torch.Tensor]]:
+        """Buffer `index` of `epoch` read: a gather for each of its batches, in the seeded order training draws them."""
         order_K, ends_K = self._epoch_layout(epoch)
         rows_per_buffer = self.buffer_batches * self.batch_size
         start = index * rows_per_buffer
@@ -106,12 +122,11 @@ class ShuffledBatches(IterableDataset):
         block_start = int(ends_K[first - 1]) if first else 0
         rows = self.source.read(order_K[first : last + 1].long(), start - block_start, stop - start)
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch) * 65_537 + index)
-        return rows, torch.randperm(len(rows), generator=generator)
+        return rows.batches(torch.randperm(len(rows), generator=generator), self.batch_size)  # len(rows): whole batches
 
     def buffer(self, epoch: int, index: int) -> torch.Tensor:
         """Buffer `index` of `epoch`, its batches in the order training draws them."""
-        rows, order_R = self._unshuffled(epoch, index)
-        return torch.cat([rows.take(positions_B) for positions_B in order_R.split(self.batch_size)])
+        return torch.cat([gather() for gather in self._gathers(epoch, index)])
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         step = self.start_step()
@@ -121,16 +136,16 @@ class ShuffledBatches(IterableDataset):
         epoch, position = divmod(step, self.batches_per_epoch)
         index, skip = divmod(position, self.buffer_batches)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="masksae-read") as reader:
-            pending: Future[tuple[BufferRows, torch.Tensor]] = reader.submit(self._unshuffled, epoch, index)
+            pending: Future[list[Callable[[], torch.Tensor]]] = reader.submit(self._gathers, epoch, index)
             while step < self.total_steps:
-                rows, order_R = pending.result()
+                gathers = pending.result()
                 index += 1
                 if index == buffers_per_epoch:
                     epoch, index = epoch + 1, 0
-                if step + len(rows) // self.batch_size - skip < self.total_steps:
-                    pending = reader.submit(self._unshuffled, epoch, index)
-                for positions_B in order_R.split(self.batch_size)[skip:]:
-                    yield rows.take(positions_B).float().mul_(self.scale)  # take() copies: scaled in place, no second batch
+                if step + len(gathers) - skip < self.total_steps:
+                    pending = reader.submit(self._gathers, epoch, index)
+                for gather in gathers[skip:]:
+                    yield gather().float().mul_(self.scale)  # a gather copies: scaled in place, no second batch
                     step += 1
                     if step >= self.total_steps:
                         return
