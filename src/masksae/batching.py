@@ -69,14 +69,12 @@ class MappedRows:
         return len(self.rows_R)
 
     def take(self, positions_B: torch.Tensor) -> torch.Tensor:
-        return self.batches(positions_B, len(positions_B))[0]()
+        return self.shards.gather(self.rows_R[positions_B].sort().values, self._mapped)
 
     def batches(self, order_R: torch.Tensor, batch_size: int) -> list[Callable[[], torch.Tensor]]:
         """Each batch's rows sorted into file order and split by shard, for the whole buffer at once."""
         rows_KB = self.rows_R[order_R].view(-1, batch_size).sort(dim=1).values
-        local_KB, counts_KS = self.shards.by_shard(rows_KB)
-        return [partial(self.shards.gather_local, local_B, counts_S, self._mapped)
-                for local_B, counts_S in zip(local_KB, counts_KS.tolist(), strict=True)]
+        return [partial(self.shards.gather_local, local_B, spans, self._mapped) for local_B, spans in self.shards.by_shard(rows_KB)]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

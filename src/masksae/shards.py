@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -99,46 +98,45 @@ class ShardedActivations:
         self.shard_starts_S = rows_S.cumsum(0) - rows_S
         self.n_bytes = self.n_rows * d_model * dtype.itemsize
 
-    def by_shard(self, rows_KR: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For set rows ascending along each line of rows_KR: each row's index within its shard, and how many rows of
-        each line every shard holds (K x S)."""
+    def by_shard(self, rows_KR: torch.Tensor) -> list[tuple[torch.Tensor, list[tuple[int, slice]]]]:
+        """For set rows ascending along each line of rows_KR: per line, each row's index within its shard and the
+        (shard, span of the line) of every shard that holds some of them, worked out for all lines at once."""
         shard_KR = torch.searchsorted(self.shard_starts_S, rows_KR, right=True) - 1
         counts_KS = torch.zeros(rows_KR.shape[0], len(self.entries), dtype=torch.long)
         counts_KS.scatter_add_(1, shard_KR, torch.ones_like(shard_KR))
-        return rows_KR - self.shard_starts_S[shard_KR], counts_KS
+        ends_KS = counts_KS.cumsum(1)
+        local_KR = rows_KR - self.shard_starts_S[shard_KR]
+        plans = []
+        for local_R, counts_S, ends_S in zip(local_KR, counts_KS, ends_KS, strict=True):
+            shards_U = counts_S.nonzero().squeeze(1)
+            ends_U, counts_U = ends_S[shards_U].tolist(), counts_S[shards_U].tolist()
+            plans.append((local_R, [(shard, slice(end - count, end)) for shard, end, count in zip(shards_U.tolist(), ends_U, counts_U, strict=True)]))
+        return plans
 
-    def _spans(self, counts_S: list[int]) -> Iterator[tuple[int, slice]]:
-        """(shard, span) of the shards that hold rows, for rows split by shard as `by_shard` counts them."""
-        start = 0
-        for shard, count in enumerate(counts_S):
-            if count:
-                yield shard, slice(start, start + count)
-            start += count
-
-    def gather_local(self, local_R: torch.Tensor, counts_S: list[int], mapped: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    def gather_local(self, local_R: torch.Tensor, spans: list[tuple[int, slice]], mapped: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """Rows given by shard (as `by_shard` splits them) copied out of the shards' mappings: one copy a row. `mapped`
         keeps the mappings for later calls (they are unmapped when it is dropped); without it they are unmapped on return."""
         mapped = {} if mapped is None else mapped
         out_RD = torch.empty(len(local_R), self.d_model, dtype=self.dtype)
-        for shard, span in self._spans(counts_S):
+        for shard, span in spans:
             if shard not in mapped:
                 mapped[shard] = map_safetensors(self.folder / self.entries[shard].file)["acts_ND"]
             torch.index_select(mapped[shard], 0, local_R[span], out=out_RD[span])
             release_pages(mapped[shard])
         return out_RD
 
-    def gather(self, rows_R: torch.Tensor) -> torch.Tensor:
-        """Rows rows_R of the set (ascending indices), copied out."""
-        local_1R, counts_1S = self.by_shard(rows_R.unsqueeze(0))
-        return self.gather_local(local_1R[0], counts_1S[0].tolist())
+    def gather(self, rows_R: torch.Tensor, mapped: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Rows rows_R of the set (ascending indices), copied out (`mapped`: as for `gather_local`)."""
+        ((local_R, spans),) = self.by_shard(rows_R.unsqueeze(0))
+        return self.gather_local(local_R, spans, mapped)
 
     def read_ahead(self, rows_R: torch.Tensor) -> None:
         """Ask the kernel to start reading these rows (ascending) into the page cache, without waiting: for sets larger
         than memory, so that a buffer's reads overlap the training on the one before."""
         row_bytes = self.d_model * self.dtype.itemsize
-        local_1R, counts_1S = self.by_shard(rows_R.unsqueeze(0))
-        for shard, span in self._spans(counts_1S[0].tolist()):
-            local_T = local_1R[0, span]
+        ((local_R, spans),) = self.by_shard(rows_R.unsqueeze(0))
+        for shard, span in spans:
+            local_T = local_R[span]
             path = self.folder / self.entries[shard].file
             _, lengths_T = torch.unique_consecutive(local_T - torch.arange(len(local_T)), return_counts=True)  # runs of consecutive rows
             starts_T = local_T[lengths_T.cumsum(0) - lengths_T]
